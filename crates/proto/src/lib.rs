@@ -1,0 +1,34 @@
+//! Signal Mesh wire protocol, shared by the edge client (native and wasm), the node and the tests.
+//!
+//! # Layout
+//! - [`wire`]: the prost types generated from `proto/signal_mesh/edge/v1/edge.proto` (the source of
+//!   truth for the wire format). Kept apart from the domain types so that prost never leaks into an
+//!   API: code outside this crate speaks [`ClientMessage`] and [`ServerMessage`].
+//! - [`ids`]: validated identifiers ([`PeerId`], [`TopicId`], [`NodeId`]).
+//! - [`error`]: [`ErrorCode`], the stable codes that go on the wire.
+//! - [`limits`]: [`Limits`] a node enforces and announces in its `Welcome`.
+//! - [`message`]: the domain messages, parsed from the wire ("parse, don't validate").
+//! - [`codec`]: one frame <-> one message, with size limits and typed decode errors.
+//! - [`auth`]: the challenge a client signs to prove it owns its peer id.
+//!
+//! No tokio and no web-sys here: this crate builds for `wasm32-unknown-unknown` as well.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod codec;
+pub mod error;
+pub mod ids;
+pub mod limits;
+pub mod message;
+pub mod wire;
+
+pub use codec::{DecodeError, decode_client, decode_server, encode_client, encode_server};
+pub use error::ErrorCode;
+pub use ids::{InvalidId, NodeId, PeerId, TopicId, TopicNameTooLong};
+pub use limits::Limits;
+pub use message::{
+    Challenge, ClientMessage, Event, RequestBody, RequestId, ResponseBody, ServerMessage, Welcome,
+};
+
+/// The edge protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
