@@ -1,0 +1,2 @@
+//! Load generator for `signal-mesh-node` (see the benchmarks issue).
+fn main() {}
