@@ -10,6 +10,8 @@
 //! - [`message`]: the domain messages, parsed from the wire ("parse, don't validate").
 //! - [`codec`]: one frame <-> one message, with size limits and typed decode errors.
 //! - [`auth`]: the challenge a client signs to prove it owns its peer id.
+//! - [`peer_wire`]: the prost types of the peer-to-peer signal payload (`peer/v1/peer.proto`),
+//!   read only by edge clients.
 //!
 //! No tokio and no web-sys here: this crate builds for `wasm32-unknown-unknown` as well.
 #![forbid(unsafe_code)]
@@ -20,6 +22,7 @@ pub mod error;
 pub mod ids;
 pub mod limits;
 pub mod message;
+pub mod peer_wire;
 pub mod wire;
 
 pub use codec::{DecodeError, decode_client, decode_server, encode_client, encode_server};
