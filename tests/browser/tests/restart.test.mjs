@@ -1,0 +1,95 @@
+// Recovery: the node restarts under live clients, and failover across two server URLs.
+
+import assert from 'node:assert/strict';
+import { after, afterEach, before, test } from 'node:test';
+import {
+  Suite,
+  exchange,
+  freePort,
+  onlineClient,
+  topicHex,
+  uniqueTopic,
+  waitLookup,
+} from '../lib/harness.mjs';
+
+const suite = new Suite('restart');
+
+before(() => suite.setup(), { timeout: 60_000 });
+afterEach(() => suite.closePages());
+after(() => suite.close());
+
+test('(3) the node restarts mid-session: clients go offline, reconnect, re-join and connect again', { timeout: 120_000 }, suite.wrap(async (t) => {
+  const node = await suite.node({ name: 'restart-node' });
+  const a = await onlineClient(suite, node);
+  const b = await onlineClient(suite, node);
+  const topic = uniqueTopic('restart');
+  const hex = await topicHex(topic);
+  await a.call('join', topic);
+  await b.call('join', topic);
+  await waitLookup(a, topic, [b.peerId]);
+  const before = await a.call('connect', b.peerId);
+  await b.waitFor((T, x) => T.connTo(x), a.peerId, { what: 'connection event on B' });
+  await exchange(a, b, 'before restart');
+
+  const port = node.port;
+  const marks = { a: await a.call('eventCount'), b: await b.call('eventCount') };
+  await node.stop();
+  for (const p of [a, b]) {
+    await p.waitFor((T) => T.state() === 'offline', undefined, { timeout: 15_000, what: "state 'offline'" });
+  }
+  // The direct channel does not need the node.
+  await exchange(a, b, 'while the node is down');
+
+  await node.restart({ downMs: 500 });
+  assert.equal(node.port, port, 'restarted on the same port');
+  for (const p of [a, b]) {
+    await p.waitFor((T) => T.state() === 'online', undefined, { timeout: 30_000, what: "state 'online' again" });
+  }
+  const statesA = await a.eval((T) => T.clients.get('c').states);
+  assert.ok(statesA.includes('offline'), `A's states: ${statesA}`);
+  assert.equal(statesA.at(-1), 'online', `A's states: ${statesA}`);
+
+  // Both re-joined by themselves: the later one is announced to the earlier, and lookups work.
+  await waitLookup(a, topic, [b.peerId], { timeout: 15_000 });
+  await waitLookup(b, topic, [a.peerId], { timeout: 15_000 });
+  const seenA = await a.call('sawPeerJoined', b.peerId, hex, marks.a);
+  const seenB = await b.call('sawPeerJoined', a.peerId, hex, marks.b);
+  t.diagnostic(`peer-joined after restart: A saw B ${seenA}, B saw A ${seenB}`);
+  if (!seenA && !seenB) {
+    await Promise.race([
+      a.waitFor((T, x) => T.sawPeerJoined(x.peer, x.hex, x.from), { peer: b.peerId, hex, from: marks.a }, { timeout: 5000 }),
+      b.waitFor((T, x) => T.sawPeerJoined(x.peer, x.hex, x.from), { peer: a.peerId, hex, from: marks.b }, { timeout: 5000 }),
+    ]);
+  }
+
+  // Connect again through the restarted node.
+  await a.call('closeConn', before.id);
+  await b.waitFor((T, x) => T.conns().every((c) => c.peerId !== x || c.closed), a.peerId, {
+    timeout: 15_000,
+    what: 'the old channel closing on B',
+  });
+  const again = await a.call('connect', b.peerId);
+  assert.equal(again.stateAtHandout, 'open');
+  assert.notEqual(again.pcId, before.pcId, 'a new RTCPeerConnection');
+  await b.waitFor((T, x) => T.connTo(x), a.peerId, { what: 'the new connection on B' });
+  await exchange(a, b, 'after restart');
+  await exchange(b, a, 'after restart, back');
+}));
+
+test('(4) with two server URLs and the first down, the client lands on the second', { timeout: 60_000 }, suite.wrap(async () => {
+  const node = await suite.node({ name: 'failover-node' });
+  const dead = `ws://127.0.0.1:${await freePort()}/signal`;
+  const page = await suite.page(node);
+  const info = await page.call('create', { servers: [dead, node.wsUrl] });
+  assert.equal(info.state, 'online');
+  page.peerId = info.peerId;
+
+  // It is really served by the second node: a client there finds it and connects.
+  const other = await onlineClient(suite, node);
+  const topic = uniqueTopic('failover');
+  await page.call('join', topic);
+  await waitLookup(other, topic, [page.peerId]);
+  await other.call('connect', page.peerId);
+  await page.waitFor((T, x) => T.connTo(x), other.peerId, { what: 'incoming connection' });
+  await exchange(other, page, 'via the second server');
+}));
