@@ -1,7 +1,16 @@
-//! Signal Mesh edge client (the `SignalClient` compiled to WebAssembly).
+//! Signal Mesh edge client: the `SignalClient` compiled to WebAssembly.
 //!
-//! The real client arrives with the SignalClient issue; for now the crate re-exports the protocol
-//! types the node's tests share with it.
+//! # Layout
+//! - [`core`]: the sans-IO client (edge session and peer negotiation), tested natively.
+//! - `shell` (wasm32 only): the browser driver — WebSocket, timers, WebCrypto, `RTCPeerConnection`.
+//! - `bindings` (wasm32 only): the only `#[wasm_bindgen]` code, used by the JavaScript facade in `js/`.
 #![forbid(unsafe_code)]
+
+pub mod core;
+
+#[cfg(target_arch = "wasm32")]
+mod bindings;
+#[cfg(target_arch = "wasm32")]
+pub mod shell;
 
 pub use signal_mesh_proto as proto;

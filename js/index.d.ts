@@ -1,0 +1,110 @@
+// Type declarations of the Signal Mesh package entry (handwritten for the handwritten facade in
+// index.js; the wasm-bindgen declarations of the internal engine are in signal_mesh.d.ts).
+
+/** Stable error codes: the node's protocol codes plus the client's own. */
+export type SignalMeshErrorCode =
+  | 'INVALID_ARGUMENT'
+  | 'PEER_NOT_FOUND'
+  | 'REJECTED'
+  | 'TIMEOUT'
+  | 'CLOSED'
+  | 'BROWSER_ERROR'
+  | 'UNSUPPORTED'
+  | 'BAD_REQUEST'
+  | 'UNSUPPORTED_VERSION'
+  | 'AUTH_FAILED'
+  | 'NOT_AUTHENTICATED'
+  | 'TOO_LARGE'
+  | 'LIMIT_EXCEEDED'
+  | 'RATE_LIMITED'
+  | 'SESSION_REPLACED'
+  | 'IDLE_TIMEOUT'
+  | 'SLOW_CONSUMER'
+  | 'SHUTTING_DOWN'
+  | 'INTERNAL'
+  | 'POLICY_VIOLATION'
+  | 'OVERLOADED'
+  | 'NOT_JOINED';
+
+/** The error every rejected promise and `error` event carries. */
+export class SignalMeshError extends Error {
+  constructor(code: SignalMeshErrorCode | string, message: string, cause?: unknown);
+  readonly name: 'SignalMeshError';
+  readonly code: SignalMeshErrorCode | string;
+}
+
+export type ClientState = 'connecting' | 'online' | 'offline' | 'closed';
+
+export interface SignalClientOptions {
+  /** ws:// or wss:// URLs of nodes' /signal endpoints, tried in order. */
+  servers: string[];
+  /** 32-byte Ed25519 secret seed, for a stable peer id; generated if absent. */
+  identity?: Uint8Array;
+  iceServers?: RTCIceServer[];
+  /** How long `connect()` may take (and how long `create()` tries to reach a node); default 10000. */
+  connectTimeoutMs?: number;
+}
+
+export interface PeerEventDetail {
+  /** Topic id, lowercase hex of 32 bytes. */
+  topic: string;
+  peerId: string;
+}
+
+export interface PeerConnectionEventMap {
+  close: Event;
+}
+
+/** A direct WebRTC connection to another peer. */
+export interface PeerConnection extends EventTarget {
+  readonly peerId: string;
+  readonly pc: RTCPeerConnection;
+  /** Open when handed out. */
+  readonly channel: RTCDataChannel;
+  readonly closed: boolean;
+  close(): void;
+  addEventListener<K extends keyof PeerConnectionEventMap>(
+    type: K,
+    listener: (this: PeerConnection, ev: PeerConnectionEventMap[K]) => unknown,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;
+}
+
+export interface SignalClientEventMap {
+  'peer-joined': CustomEvent<PeerEventDetail>;
+  'peer-left': CustomEvent<PeerEventDetail>;
+  connection: CustomEvent<{ connection: PeerConnection }>;
+  statechange: CustomEvent<{ state: ClientState }>;
+  error: CustomEvent<{ error: SignalMeshError }>;
+}
+
+export class SignalClient extends EventTarget {
+  private constructor();
+  /** Resolves when authenticated with a node. */
+  static create(options: SignalClientOptions): Promise<SignalClient>;
+  /** Lowercase hex of the 32-byte public key. */
+  readonly peerId: string;
+  readonly state: ClientState;
+  /** Decides on incoming connection offers; unset accepts all. */
+  onIncoming: ((peerId: string) => boolean | Promise<boolean>) | null;
+  join(topic: string | Uint8Array, options?: { announce?: boolean }): Promise<void>;
+  leave(topic: string | Uint8Array): Promise<void>;
+  lookup(topic: string | Uint8Array, options?: { limit?: number }): Promise<string[]>;
+  connect(peerId: string, options?: { label?: string }): Promise<PeerConnection>;
+  close(): Promise<void>;
+  addEventListener<K extends keyof SignalClientEventMap>(
+    type: K,
+    listener: (this: SignalClient, ev: SignalClientEventMap[K]) => unknown,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;
+  removeEventListener<K extends keyof SignalClientEventMap>(
+    type: K,
+    listener: (this: SignalClient, ev: SignalClientEventMap[K]) => unknown,
+    options?: boolean | EventListenerOptions,
+  ): void;
+  removeEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | EventListenerOptions): void;
+}
+
+export default SignalClient;

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Builds the npm package into pkg/ at the repository root:
+#   1. the wasm client (cargo, profile wasm-release: opt-level z, LTO, panic abort),
+#   2. wasm-bindgen --target web (the CLI pinned to the version in Cargo.lock),
+#   3. wasm-opt -Oz from the npm `binaryen` package when it can be installed (Debian's binaryen
+#      emits modules Chromium rejects, so it is never used),
+#   4. pkg-template/ (package.json, README.md) + js/ (the facade) + the wasm-bindgen output.
+# Idempotent; prints the sizes, raw and gzipped, at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+ensure_wasm_target
+ensure_wasm_bindgen
+
+out=pkg
+work=target/pkg-build
+rm -rf "$work"
+mkdir -p "$work"
+
+echo "build-pkg: cargo build (wasm32, wasm-release)"
+cargo build -p signal-mesh --lib --target wasm32-unknown-unknown --profile wasm-release
+wasm=target/wasm32-unknown-unknown/wasm-release/signal_mesh.wasm
+
+echo "build-pkg: wasm-bindgen --target web"
+wasm-bindgen --target web --out-dir "$work" --out-name signal_mesh "$wasm"
+
+# wasm-opt from npm binaryen, installed once under target/ (skipped with SIGNAL_MESH_NO_WASM_OPT=1
+# or when npm cannot install it; the package works without it, only larger).
+binaryen_version=132.0.0
+tools=target/npm-tools
+if [ "${SIGNAL_MESH_NO_WASM_OPT:-}" != 1 ]; then
+  if [ ! -x "$tools/node_modules/.bin/wasm-opt" ]; then
+    echo "build-pkg: installing binaryen@$binaryen_version from npm (for wasm-opt)"
+    npm install --prefix "$tools" --no-save --no-audit --no-fund "binaryen@$binaryen_version" >/dev/null 2>&1 ||
+      echo "build-pkg: could not install npm binaryen; skipping wasm-opt"
+  fi
+  if [ -x "$tools/node_modules/.bin/wasm-opt" ]; then
+    echo "build-pkg: wasm-opt -Oz"
+    "$tools/node_modules/.bin/wasm-opt" -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
+      --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue \
+      "$work/signal_mesh_bg.wasm" -o "$work/signal_mesh_bg.opt.wasm"
+    mv "$work/signal_mesh_bg.opt.wasm" "$work/signal_mesh_bg.wasm"
+  fi
+fi
+
+echo "build-pkg: assembling $out/"
+rm -rf "$out"
+mkdir -p "$out"
+cp pkg-template/package.json pkg-template/README.md "$out/"
+cp js/index.js js/index.d.ts "$out/"
+cp "$work"/signal_mesh.js "$work"/signal_mesh.d.ts "$work"/signal_mesh_bg.wasm "$work"/signal_mesh_bg.wasm.d.ts "$out/"
+if [ -d "$work/snippets" ]; then
+  echo "build-pkg: unexpected wasm-bindgen snippets; the package lists no snippets/" >&2
+  exit 1
+fi
+
+size() { stat -c %s "$1"; }
+gz() { gzip -9 -c "$1" | wc -c; }
+echo
+echo "package: $out/ ($(node -p "require('./$out/package.json').name + '@' + require('./$out/package.json').version"))"
+printf '  %-28s %10s %10s\n' file raw gzip
+total_raw=0
+total_gz=0
+for f in signal_mesh_bg.wasm signal_mesh.js index.js; do
+  r=$(size "$out/$f")
+  g=$(gz "$out/$f")
+  total_raw=$((total_raw + r))
+  total_gz=$((total_gz + g))
+  printf '  %-28s %10d %10d\n' "$f" "$r" "$g"
+done
+printf '  %-28s %10d %10d\n' "total (wasm + js)" "$total_raw" "$total_gz"

@@ -1,0 +1,112 @@
+//! Parsing of application arguments from JavaScript values ("parse, don't validate"): each
+//! failure is a [`ClientError`] with code `INVALID_ARGUMENT`.
+
+use js_sys::{Array, Reflect, Uint8Array};
+use signal_mesh_proto::{PeerId, TopicId};
+use wasm_bindgen::{JsCast, JsValue};
+
+use crate::core::ClientError;
+use crate::shell::Options;
+
+fn get(obj: &JsValue, key: &str) -> JsValue {
+    if obj.is_object() {
+        Reflect::get(obj, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
+    } else {
+        JsValue::UNDEFINED
+    }
+}
+
+/// A topic: a string name (hashed as `TopicId::from_name`) or 32 bytes.
+pub fn topic(v: &JsValue) -> Result<TopicId, ClientError> {
+    if let Some(name) = v.as_string() {
+        return TopicId::from_name(&name).map_err(|e| ClientError::invalid(e.to_string()));
+    }
+    if let Some(bytes) = v.dyn_ref::<Uint8Array>() {
+        return TopicId::from_slice(&bytes.to_vec()).map_err(|e| ClientError::invalid(e.to_string()));
+    }
+    Err(ClientError::invalid("a topic must be a string or a 32-byte Uint8Array"))
+}
+
+/// A peer id: 64 hex characters.
+pub fn peer_id(v: &JsValue) -> Result<PeerId, ClientError> {
+    let s = v
+        .as_string()
+        .ok_or_else(|| ClientError::invalid("a peer id must be a string of 64 hex characters"))?;
+    PeerId::from_hex(&s).map_err(|e| ClientError::invalid(format!("invalid peer id: {e}")))
+}
+
+/// An optional positive integer option.
+pub fn opt_u32(obj: &JsValue, key: &str) -> Result<Option<u32>, ClientError> {
+    let v = get(obj, key);
+    if v.is_undefined() || v.is_null() {
+        return Ok(None);
+    }
+    match v.as_f64() {
+        Some(n) if n.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&n) => Ok(Some(n as u32)),
+        _ => Err(ClientError::invalid(format!("{key} must be a non-negative integer"))),
+    }
+}
+
+/// An optional boolean option (default `default`).
+pub fn opt_bool(obj: &JsValue, key: &str, default: bool) -> Result<bool, ClientError> {
+    let v = get(obj, key);
+    if v.is_undefined() || v.is_null() {
+        return Ok(default);
+    }
+    v.as_bool().ok_or_else(|| ClientError::invalid(format!("{key} must be a boolean")))
+}
+
+/// An optional string option.
+pub fn opt_string(obj: &JsValue, key: &str) -> Result<Option<String>, ClientError> {
+    let v = get(obj, key);
+    if v.is_undefined() || v.is_null() {
+        return Ok(None);
+    }
+    v.as_string().map(Some).ok_or_else(|| ClientError::invalid(format!("{key} must be a string")))
+}
+
+/// The options of `SignalClient.create`.
+pub fn options(v: &JsValue) -> Result<Options, ClientError> {
+    if !v.is_object() {
+        return Err(ClientError::invalid("options must be an object with `servers`"));
+    }
+    let servers = get(v, "servers");
+    if !Array::is_array(&servers) {
+        return Err(ClientError::invalid("servers must be an array of ws:// or wss:// URLs"));
+    }
+    let mut list = Vec::new();
+    for s in Array::from(&servers).iter() {
+        let url = s.as_string().ok_or_else(|| ClientError::invalid("servers must hold strings"))?;
+        if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+            return Err(ClientError::invalid(format!("server {url:?} is not a ws:// or wss:// URL")));
+        }
+        list.push(url);
+    }
+    if list.is_empty() {
+        return Err(ClientError::invalid("servers must name at least one node"));
+    }
+    let identity = get(v, "identity");
+    let seed = if identity.is_undefined() || identity.is_null() {
+        None
+    } else {
+        let bytes = identity
+            .dyn_ref::<Uint8Array>()
+            .map(Uint8Array::to_vec)
+            .ok_or_else(|| ClientError::invalid("identity must be a 32-byte Uint8Array"))?;
+        Some(<[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+            ClientError::invalid(format!(
+                "identity must be a 32-byte Ed25519 seed, got {} bytes",
+                bytes.len()
+            ))
+        })?)
+    };
+    let ice_servers = get(v, "iceServers");
+    if !(ice_servers.is_undefined() || Array::is_array(&ice_servers)) {
+        return Err(ClientError::invalid("iceServers must be an array of RTCIceServer"));
+    }
+    let connect_timeout_ms = match opt_u32(v, "connectTimeoutMs")? {
+        Some(0) => return Err(ClientError::invalid("connectTimeoutMs must be positive")),
+        t => t.map(u64::from),
+    };
+    Ok(Options { servers: list, seed, ice_servers, connect_timeout_ms })
+}

@@ -1,0 +1,100 @@
+//! The only `#[wasm_bindgen]` code: `WasmClient`, the engine behind the JavaScript `SignalClient`
+//! facade in `js/index.js`. Not a public API: the facade adds the `EventTarget`, `PeerConnection`
+//! objects and `SignalMeshError`.
+
+mod args;
+
+use js_sys::{Function, Promise};
+use wasm_bindgen::prelude::*;
+
+use crate::core::{ClientError, OpId};
+use crate::shell::host::{self, Host, OpKind};
+use crate::shell::{Driver, now};
+
+fn js_err(e: &ClientError) -> JsValue {
+    host::error_value(e)
+}
+
+/// The engine of one `SignalClient`.
+#[wasm_bindgen]
+#[derive(Debug)]
+pub struct WasmClient {
+    driver: Driver,
+}
+
+#[wasm_bindgen]
+impl WasmClient {
+    /// Starts a client and resolves once it is authenticated with a node. `emit(type, detail)`
+    /// receives events; `incoming(peerId)` decides on incoming offers (`boolean | Promise<boolean>`).
+    pub async fn create(options: JsValue, emit: Function, incoming: Function) -> Result<WasmClient, JsValue> {
+        let options = args::options(&options).map_err(|e| js_err(&e))?;
+        let driver = Driver::start(options, Host::new(emit, incoming)).await.map_err(|e| js_err(&e))?;
+        wasm_bindgen_futures::JsFuture::from(driver.started()).await?;
+        Ok(WasmClient { driver })
+    }
+
+    /// Lowercase hex of the public key.
+    #[wasm_bindgen(getter, js_name = peerId)]
+    pub fn peer_id(&self) -> String {
+        self.driver.peer_id()
+    }
+
+    /// `connecting`, `online`, `offline` or `closed`.
+    #[wasm_bindgen(getter)]
+    pub fn state(&self) -> String {
+        self.driver.state().to_owned()
+    }
+
+    /// Joins a topic (`announce` defaults to true).
+    pub fn join(&self, topic: JsValue, options: JsValue) -> Promise {
+        let parsed = args::topic(&topic).and_then(|t| Ok((t, args::opt_bool(&options, "announce", true)?)));
+        let started = parsed.and_then(|(t, a)| self.driver.with_core(|c, now| c.join(t, a, now)));
+        self.driver.op(OpKind::Unit, started)
+    }
+
+    /// Leaves a topic.
+    pub fn leave(&self, topic: JsValue) -> Promise {
+        let started = args::topic(&topic).and_then(|t| self.driver.with_core(|c, now| c.leave(t, now)));
+        self.driver.op(OpKind::Unit, started)
+    }
+
+    /// Announced peers of a topic.
+    pub fn lookup(&self, topic: JsValue, options: JsValue) -> Promise {
+        let parsed = args::topic(&topic).and_then(|t| Ok((t, args::opt_u32(&options, "limit")?)));
+        let started = parsed.and_then(|(t, l)| self.driver.with_core(|c, now| c.lookup(t, l, now)));
+        self.driver.op(OpKind::Peers, started)
+    }
+
+    /// Connects to a peer; resolves with `{ handle, peerId, pc, channel }` once the channel is open.
+    pub fn connect(&self, peer: JsValue, options: JsValue) -> Promise {
+        let parsed = args::peer_id(&peer).and_then(|p| Ok((p, args::opt_string(&options, "label")?)));
+        let started: Result<OpId, ClientError> = parsed.and_then(|(p, label)| {
+            let label = label.unwrap_or_else(|| "signal-mesh".to_owned());
+            self.driver.with_core(|c, now| c.connect(p, &label, now))
+        });
+        self.driver.op(OpKind::Connection, started)
+    }
+
+    /// Closes one connection (says bye to the peer).
+    #[wasm_bindgen(js_name = closeConnection)]
+    pub fn close_connection(&self, handle: u32) {
+        self.driver.with_core(|c, now| c.close_connection(handle, now));
+    }
+
+    /// Closes the client.
+    pub fn close(&self) {
+        self.driver.with_core(|c, now| c.close(now));
+    }
+
+    /// The hex topic id of a topic argument (what `peer-joined` events carry).
+    #[wasm_bindgen(js_name = topicId)]
+    pub fn topic_id(topic: JsValue) -> Result<String, JsValue> {
+        args::topic(&topic).map(|t| t.to_hex()).map_err(|e| js_err(&e))
+    }
+
+    /// Milliseconds on the client's clock (for tests).
+    #[wasm_bindgen(js_name = now)]
+    pub fn clock() -> f64 {
+        now() as f64
+    }
+}

@@ -1,0 +1,810 @@
+//! The edge session: connection attempts, authentication, requests, keepalive, reconnect.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::Bytes;
+use signal_mesh_proto::{
+    ClientMessage, ErrorCode, Event as NodeEvent, Limits, PROTOCOL_VERSION, PeerId, RequestBody, RequestId,
+    ResponseBody, ServerMessage, TopicId,
+    message::{Authenticate, Challenge},
+};
+
+use super::backoff::{Rng, backoff_delay};
+use super::error::{ClientError, Code};
+use super::peers::{Handle, PeerSession};
+use super::signal::{Candidate, PeerSignal};
+use super::{Millis, OpId};
+
+/// Identifies one WebSocket attempt; inputs about an older attempt are ignored.
+pub type ConnId = u32;
+
+/// Server frames larger than this are not parsed (nodes announce far smaller limits).
+const MAX_SERVER_FRAME: usize = 1 << 20;
+/// Most requests waiting for a connection at once; more fail with `LIMIT_EXCEEDED`.
+const MAX_QUEUED: usize = 1024;
+/// The longest lookup the client pages through for one call.
+pub const MAX_LOOKUP: u32 = 10_000;
+
+/// Settings of a [`Client`]. Every duration is in milliseconds.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Node `/signal` URLs, tried in order.
+    pub servers: Vec<String>,
+    /// This client's peer id (the public key the shell signs with).
+    pub peer_id: PeerId,
+    /// How long `connect()` may take to reach an open data channel; also the start deadline.
+    pub connect_timeout_ms: u64,
+    /// How long a request may wait for its response (including time spent offline).
+    pub request_timeout_ms: u64,
+    /// How long a WebSocket may take from opening to `Welcome`.
+    pub handshake_timeout_ms: u64,
+    /// First reconnect delay.
+    pub backoff_initial_ms: u64,
+    /// Largest reconnect delay.
+    pub backoff_max_ms: u64,
+    /// Seed of the core's random source (jitter, session ids, ping nonces).
+    pub seed: u64,
+}
+
+impl Config {
+    /// Default [`Config::connect_timeout_ms`].
+    pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 10_000;
+    /// Default [`Config::request_timeout_ms`].
+    pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 10_000;
+    /// Default [`Config::handshake_timeout_ms`].
+    pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
+    /// Default [`Config::backoff_initial_ms`].
+    pub const DEFAULT_BACKOFF_INITIAL_MS: u64 = 250;
+    /// Default [`Config::backoff_max_ms`].
+    pub const DEFAULT_BACKOFF_MAX_MS: u64 = 10_000;
+
+    /// A configuration with the defaults.
+    pub fn new(servers: Vec<String>, peer_id: PeerId, seed: u64) -> Self {
+        Config {
+            servers,
+            peer_id,
+            connect_timeout_ms: Self::DEFAULT_CONNECT_TIMEOUT_MS,
+            request_timeout_ms: Self::DEFAULT_REQUEST_TIMEOUT_MS,
+            handshake_timeout_ms: Self::DEFAULT_HANDSHAKE_TIMEOUT_MS,
+            backoff_initial_ms: Self::DEFAULT_BACKOFF_INITIAL_MS,
+            backoff_max_ms: Self::DEFAULT_BACKOFF_MAX_MS,
+            seed,
+        }
+    }
+}
+
+/// The client's connection state, as JavaScript sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientState {
+    /// Not yet authenticated with any node since start.
+    Connecting,
+    /// Authenticated with a node.
+    Online,
+    /// Lost the node; reconnecting.
+    Offline,
+    /// Closed by the application or for good (session replaced); terminal.
+    Closed,
+}
+
+impl ClientState {
+    /// The JavaScript spelling.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ClientState::Connecting => "connecting",
+            ClientState::Online => "online",
+            ClientState::Offline => "offline",
+            ClientState::Closed => "closed",
+        }
+    }
+}
+
+/// What a finished operation produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OpResult {
+    /// Join and leave.
+    Done,
+    /// Lookup.
+    Peers(Vec<PeerId>),
+    /// Connect: the handle of the open connection.
+    Connection(Handle),
+}
+
+/// A WebRTC action for the shell, executed in order per handle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RtcCommand {
+    /// Create the `RTCPeerConnection`; the initiator also creates the data channel `label`.
+    Create {
+        /// The local connection handle.
+        handle: Handle,
+        /// Whether this side makes the offer.
+        initiator: bool,
+        /// The data channel label.
+        label: String,
+    },
+    /// `createOffer` + `setLocalDescription`; report [`Client::rtc_local_description`].
+    CreateOffer {
+        /// The connection.
+        handle: Handle,
+        /// Restart ICE.
+        ice_restart: bool,
+    },
+    /// `setRemoteDescription(offer)` + `createAnswer` + `setLocalDescription`; report the answer.
+    ApplyOffer {
+        /// The connection.
+        handle: Handle,
+        /// The remote offer.
+        sdp: String,
+    },
+    /// `setRemoteDescription(answer)`.
+    ApplyAnswer {
+        /// The connection.
+        handle: Handle,
+        /// The remote answer.
+        sdp: String,
+    },
+    /// `addIceCandidate`.
+    AddCandidate {
+        /// The connection.
+        handle: Handle,
+        /// The remote candidate.
+        candidate: Candidate,
+    },
+    /// Close the data channel and the peer connection, and forget the handle.
+    Close {
+        /// The connection.
+        handle: Handle,
+    },
+}
+
+/// Something the application hears about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The state changed.
+    StateChanged(ClientState),
+    /// First authentication since start: `SignalClient.create` resolves.
+    Started,
+    /// No node was reached before the start deadline (or the client closed first).
+    StartFailed(ClientError),
+    /// An operation finished.
+    OpDone {
+        /// The operation.
+        op: OpId,
+        /// Its outcome.
+        result: Result<OpResult, ClientError>,
+    },
+    /// An announcing peer joined a joined topic.
+    PeerJoined {
+        /// The topic.
+        topic: TopicId,
+        /// The peer.
+        peer: PeerId,
+    },
+    /// An announcing peer left a joined topic.
+    PeerLeft {
+        /// The topic.
+        topic: TopicId,
+        /// The peer.
+        peer: PeerId,
+    },
+    /// A peer offers a connection: answer with [`Client::decide_incoming`].
+    IncomingOffer {
+        /// The connection.
+        handle: Handle,
+        /// Who offers.
+        peer: PeerId,
+    },
+    /// A connection that nobody was waiting for is open (the `connection` event).
+    Incoming {
+        /// The connection.
+        handle: Handle,
+        /// The remote peer.
+        peer: PeerId,
+    },
+    /// An open connection was closed by the remote peer or failed.
+    PeerClosed {
+        /// The connection.
+        handle: Handle,
+        /// The remote peer.
+        peer: PeerId,
+    },
+    /// An error not tied to an operation.
+    Error(ClientError),
+}
+
+/// What the shell must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Open a WebSocket to `url`; report its events tagged with `conn`.
+    OpenSocket {
+        /// The attempt.
+        conn: ConnId,
+        /// The URL.
+        url: String,
+    },
+    /// Close the WebSocket of `conn`.
+    CloseSocket {
+        /// The attempt.
+        conn: ConnId,
+    },
+    /// Send one binary frame.
+    Send {
+        /// The attempt.
+        conn: ConnId,
+        /// The frame.
+        frame: Bytes,
+    },
+    /// Sign `message` with the identity; report [`Client::handle_signed`].
+    Sign {
+        /// The attempt.
+        conn: ConnId,
+        /// The bytes to sign.
+        message: Vec<u8>,
+    },
+    /// A WebRTC action.
+    Rtc(RtcCommand),
+    /// Tell the application.
+    Event(Event),
+}
+
+#[derive(Clone, Debug)]
+pub(super) enum Purpose {
+    Op(OpId),
+    Lookup { op: OpId, want: u32, peers: Vec<PeerId> },
+    Rejoin,
+    Signal { handle: Handle },
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct Pending {
+    pub(super) body: RequestBody,
+    pub(super) purpose: Purpose,
+    pub(super) deadline: Millis,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Link {
+    /// Waiting to (re)connect at this time.
+    Waiting { at: Millis },
+    /// Socket opening or authenticating.
+    Handshake { conn: ConnId, deadline: Millis, challenge: Option<Challenge> },
+    /// Authenticated.
+    Up { conn: ConnId, next_ping: Millis, last_rx: Millis },
+    /// Closed for good.
+    Down,
+}
+
+/// The sans-IO edge client. Feed it inputs with the current time, then drain
+/// [`Client::poll_output`] and arm a timer for [`Client::poll_timeout`].
+#[derive(Debug)]
+pub struct Client {
+    pub(super) config: Config,
+    pub(super) rng: Rng,
+    state: ClientState,
+    link: Link,
+    next_conn: ConnId,
+    server: usize,
+    failures: u32,
+    last_failure: Option<ClientError>,
+    start_deadline: Option<Millis>,
+    limits: Limits,
+    next_request: RequestId,
+    next_op: OpId,
+    in_flight: BTreeMap<RequestId, Pending>,
+    queued: VecDeque<Pending>,
+    /// Topics joined (confirmed by the node), with their announce flag; re-joined on reconnect.
+    topics: BTreeMap<TopicId, bool>,
+    pub(super) sessions: BTreeMap<Handle, PeerSession>,
+    pub(super) by_peer: BTreeMap<PeerId, Handle>,
+    pub(super) next_handle: Handle,
+    out: VecDeque<Output>,
+}
+
+impl Client {
+    /// A client that starts connecting to the first server at `now`.
+    pub fn new(config: Config, now: Millis) -> Client {
+        let mut c = Client {
+            rng: Rng::new(config.seed),
+            state: ClientState::Connecting,
+            link: Link::Waiting { at: now },
+            next_conn: 1,
+            server: 0,
+            failures: 0,
+            last_failure: None,
+            start_deadline: Some(now + config.connect_timeout_ms),
+            limits: Limits::default(),
+            next_request: 1,
+            next_op: 1,
+            in_flight: BTreeMap::new(),
+            queued: VecDeque::new(),
+            topics: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+            by_peer: BTreeMap::new(),
+            next_handle: 1,
+            out: VecDeque::new(),
+            config,
+        };
+        if c.config.servers.is_empty() {
+            c.shutdown(ClientError::invalid("no servers given"));
+        } else {
+            c.handle_timeout(now);
+        }
+        c
+    }
+
+    /// The current state.
+    pub fn state(&self) -> ClientState {
+        self.state
+    }
+
+    /// This client's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.config.peer_id
+    }
+
+    /// The limits of the current (or last) node.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// The index in the server list of the node in use or being tried.
+    pub fn server_index(&self) -> usize {
+        self.server
+    }
+
+    /// The next thing for the shell to do.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When [`Client::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        let link = match &self.link {
+            Link::Waiting { at } => Some(*at),
+            Link::Handshake { deadline, .. } => Some(*deadline),
+            Link::Up { next_ping, last_rx, .. } => {
+                Some((*next_ping).min(last_rx + u64::from(self.limits.idle_timeout_ms)))
+            }
+            Link::Down => None,
+        };
+        let requests = self.in_flight.values().chain(self.queued.iter()).map(|p| p.deadline).min();
+        let sessions = self.sessions.values().filter_map(|s| s.deadline).min();
+        [link, requests, sessions, self.start_deadline].into_iter().flatten().min()
+    }
+
+    pub(super) fn push(&mut self, o: Output) {
+        self.out.push_back(o);
+    }
+
+    pub(super) fn emit(&mut self, e: Event) {
+        self.out.push_back(Output::Event(e));
+    }
+
+    pub(super) fn new_op(&mut self) -> OpId {
+        let op = self.next_op;
+        self.next_op += 1;
+        op
+    }
+
+    fn set_state(&mut self, s: ClientState) {
+        if self.state != s {
+            self.state = s;
+            self.emit(Event::StateChanged(s));
+        }
+    }
+
+    // ---- timers --------------------------------------------------------------------------------
+
+    /// Runs everything due at `now`.
+    pub fn handle_timeout(&mut self, now: Millis) {
+        if let Some(d) = self.start_deadline
+            && now >= d
+        {
+            self.start_deadline = None;
+            let why = self.last_failure.clone().map(|e| e.message).unwrap_or_else(|| "no answer".into());
+            let err = ClientError::timeout(format!("no signal node reachable in time ({why})"));
+            self.emit(Event::StartFailed(err.clone()));
+            self.shutdown(err);
+            return;
+        }
+        match self.link.clone() {
+            Link::Waiting { at } if now >= at => self.open_socket(now),
+            Link::Handshake { conn, deadline, .. } if now >= deadline => {
+                self.push(Output::CloseSocket { conn });
+                self.link_lost(now, ClientError::timeout("the node did not complete the handshake in time"));
+            }
+            Link::Up { conn, next_ping, last_rx } => {
+                if now >= last_rx + u64::from(self.limits.idle_timeout_ms) {
+                    self.push(Output::CloseSocket { conn });
+                    self.link_lost(now, ClientError::timeout("the node went silent"));
+                } else if now >= next_ping {
+                    let nonce = self.rng.next_u64();
+                    self.send(conn, ClientMessage::Ping(nonce));
+                    let next_ping = now + self.ping_interval();
+                    self.link = Link::Up { conn, next_ping, last_rx };
+                }
+            }
+            _ => {}
+        }
+        self.expire_requests(now);
+        self.expire_sessions(now);
+    }
+
+    fn ping_interval(&self) -> u64 {
+        (u64::from(self.limits.idle_timeout_ms) / 3).max(100)
+    }
+
+    fn expire_requests(&mut self, now: Millis) {
+        let expired: Vec<RequestId> =
+            self.in_flight.iter().filter(|(_, p)| p.deadline <= now).map(|(id, _)| *id).collect();
+        let mut dead: Vec<Pending> = expired.iter().filter_map(|id| self.in_flight.remove(id)).collect();
+        let (old, keep): (Vec<Pending>, Vec<Pending>) =
+            self.queued.drain(..).partition(|p| p.deadline <= now);
+        self.queued = keep.into();
+        dead.extend(old);
+        for p in dead {
+            self.fail_request(p, ClientError::timeout("no response from the signal node in time"), now);
+        }
+    }
+
+    // ---- the link ------------------------------------------------------------------------------
+
+    fn open_socket(&mut self, now: Millis) {
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        let url = self.config.servers[self.server % self.config.servers.len()].clone();
+        self.link =
+            Link::Handshake { conn, deadline: now + self.config.handshake_timeout_ms, challenge: None };
+        self.push(Output::OpenSocket { conn, url });
+    }
+
+    fn current_conn(&self) -> Option<ConnId> {
+        match &self.link {
+            Link::Handshake { conn, .. } | Link::Up { conn, .. } => Some(*conn),
+            _ => None,
+        }
+    }
+
+    /// The WebSocket of `conn` opened. Nothing to do until the node's challenge arrives.
+    pub fn handle_socket_open(&mut self, _conn: ConnId, _now: Millis) {}
+
+    /// The WebSocket of `conn` closed (or failed to open) with close `code`.
+    pub fn handle_socket_closed(&mut self, conn: ConnId, code: Option<u16>, now: Millis) {
+        if self.current_conn() != Some(conn) {
+            return;
+        }
+        match code.and_then(ErrorCode::from_close_code) {
+            Some(ErrorCode::SessionReplaced) => self.replaced(),
+            Some(c) => self.link_lost(now, ClientError::new(Code::Node(c), "the node closed the connection")),
+            None => self.link_lost(now, ClientError::closed("the connection to the node closed")),
+        }
+    }
+
+    fn replaced(&mut self) {
+        let err = ClientError::new(
+            Code::Node(ErrorCode::SessionReplaced),
+            "another connection with this peer id replaced this one; not reconnecting",
+        );
+        self.emit(Event::Error(err.clone()));
+        self.shutdown(err);
+    }
+
+    /// The link failed or dropped: schedule the next attempt (same node after a drop from an
+    /// established session, else the next node in the list).
+    fn link_lost(&mut self, now: Millis, why: ClientError) {
+        let was_up = matches!(self.link, Link::Up { .. });
+        if was_up {
+            self.failures = 1;
+            // Requests on the lost connection are sent again on the next one.
+            let mut back: Vec<(RequestId, Pending)> =
+                std::mem::take(&mut self.in_flight).into_iter().collect();
+            back.sort_by_key(|(id, _)| *id);
+            for (_, p) in back.into_iter().rev() {
+                if !matches!(p.purpose, Purpose::Rejoin) {
+                    self.queued.push_front(p);
+                }
+            }
+            self.set_state(ClientState::Offline);
+        } else {
+            self.failures = self.failures.saturating_add(1);
+            self.server = (self.server + 1) % self.config.servers.len();
+            self.in_flight.retain(|_, p| !matches!(p.purpose, Purpose::Rejoin));
+        }
+        self.last_failure = Some(why);
+        let delay = backoff_delay(
+            self.failures,
+            self.config.backoff_initial_ms,
+            self.config.backoff_max_ms,
+            self.rng.next_u64(),
+        );
+        self.link = Link::Waiting { at: now + delay };
+    }
+
+    /// A binary frame arrived on `conn`.
+    pub fn handle_frame(&mut self, conn: ConnId, frame: Bytes, now: Millis) {
+        if self.current_conn() != Some(conn) {
+            return;
+        }
+        if let Link::Up { last_rx, .. } = &mut self.link {
+            *last_rx = now;
+        }
+        let msg = match signal_mesh_proto::decode_server(frame, MAX_SERVER_FRAME) {
+            Ok(m) => m,
+            Err(e) => {
+                self.emit(Event::Error(ClientError::new(Code::Node(ErrorCode::BadRequest), e.to_string())));
+                return;
+            }
+        };
+        match msg {
+            ServerMessage::Challenge(c) => self.on_challenge(conn, c, now),
+            ServerMessage::Welcome(w) => {
+                if matches!(self.link, Link::Handshake { challenge: Some(_), .. }) {
+                    self.limits = w.limits;
+                    self.on_welcome(conn, now);
+                }
+            }
+            ServerMessage::Response { id, body } => self.on_response(id, body, now),
+            ServerMessage::Event(e) => self.on_event(e, now),
+            ServerMessage::Ping(n) => self.send(conn, ClientMessage::Pong(n)),
+            ServerMessage::Pong(_) => {}
+            ServerMessage::Error { code, message } => {
+                self.emit(Event::Error(ClientError::new(Code::Node(code), message)));
+            }
+            ServerMessage::Goodbye { code, reason } => {
+                self.push(Output::CloseSocket { conn });
+                if code == ErrorCode::SessionReplaced {
+                    self.replaced();
+                } else {
+                    self.link_lost(now, ClientError::new(Code::Node(code), reason));
+                }
+            }
+        }
+    }
+
+    fn on_challenge(&mut self, conn: ConnId, c: Challenge, now: Millis) {
+        let Link::Handshake { challenge, .. } = &mut self.link else { return };
+        if challenge.is_some() {
+            return;
+        }
+        if !c.protocol_versions.contains(&PROTOCOL_VERSION) {
+            self.push(Output::CloseSocket { conn });
+            let err = ClientError::new(
+                Code::Node(ErrorCode::UnsupportedVersion),
+                format!("the node speaks {:?}, this client {PROTOCOL_VERSION}", c.protocol_versions),
+            );
+            self.link_lost(now, err);
+            return;
+        }
+        let message = signal_mesh_proto::auth::signed_message(&c.node_id, &c.nonce);
+        *challenge = Some(c);
+        self.push(Output::Sign { conn, message });
+    }
+
+    /// The shell signed the challenge of `conn`.
+    pub fn handle_signed(&mut self, conn: ConnId, signature: [u8; 64], _now: Millis) {
+        let Link::Handshake { conn: c, challenge: Some(ch), .. } = &self.link else { return };
+        if *c != conn {
+            return;
+        }
+        let auth = Authenticate {
+            protocol_version: PROTOCOL_VERSION,
+            peer_id: self.config.peer_id,
+            nonce: ch.nonce,
+            signature,
+        };
+        self.send(conn, ClientMessage::Authenticate(auth));
+    }
+
+    fn on_welcome(&mut self, conn: ConnId, now: Millis) {
+        self.link = Link::Up { conn, next_ping: now + self.ping_interval(), last_rx: now };
+        self.failures = 0;
+        self.last_failure = None;
+        self.set_state(ClientState::Online);
+        if self.start_deadline.take().is_some() {
+            self.emit(Event::Started);
+        }
+        let deadline = now + self.config.request_timeout_ms;
+        let rejoin: Vec<(TopicId, bool)> = self.topics.iter().map(|(t, a)| (*t, *a)).collect();
+        for (topic, announce) in rejoin {
+            self.send_request(Pending {
+                body: RequestBody::Join { topic, announce },
+                purpose: Purpose::Rejoin,
+                deadline,
+            });
+        }
+        while let Some(p) = self.queued.pop_front() {
+            self.send_request(p);
+        }
+    }
+
+    fn send(&mut self, conn: ConnId, msg: ClientMessage) {
+        self.push(Output::Send { conn, frame: signal_mesh_proto::encode_client(msg) });
+    }
+
+    // ---- requests ------------------------------------------------------------------------------
+
+    /// Sends `p` now when online, else queues it for the next connection.
+    pub(super) fn request(
+        &mut self,
+        body: RequestBody,
+        purpose: Purpose,
+        now: Millis,
+    ) -> Result<(), ClientError> {
+        if self.state == ClientState::Closed {
+            return Err(ClientError::closed("the client is closed"));
+        }
+        let p = Pending { body, purpose, deadline: now + self.config.request_timeout_ms };
+        if matches!(self.link, Link::Up { .. }) {
+            self.send_request(p);
+        } else if self.queued.len() >= MAX_QUEUED {
+            return Err(ClientError::new(
+                Code::Node(ErrorCode::LimitExceeded),
+                "too many requests waiting for a connection",
+            ));
+        } else {
+            self.queued.push_back(p);
+        }
+        Ok(())
+    }
+
+    fn send_request(&mut self, p: Pending) {
+        let Link::Up { conn, .. } = self.link else {
+            self.queued.push_back(p);
+            return;
+        };
+        let id = self.next_request;
+        self.next_request += 1;
+        self.send(conn, ClientMessage::Request { id, body: p.body.clone() });
+        self.in_flight.insert(id, p);
+    }
+
+    fn on_response(&mut self, id: RequestId, body: ResponseBody, now: Millis) {
+        // A reply to nothing we wait for (duplicate, or late after a timeout) is ignored.
+        let Some(p) = self.in_flight.remove(&id) else { return };
+        match body {
+            ResponseBody::Error { code, message } => {
+                self.fail_request(p, ClientError::new(Code::Node(code), message), now);
+            }
+            ResponseBody::Ok => match p.purpose {
+                Purpose::Op(op) => {
+                    match p.body {
+                        RequestBody::Join { topic, announce } => {
+                            self.topics.insert(topic, announce);
+                        }
+                        RequestBody::Leave { topic } => {
+                            self.topics.remove(&topic);
+                        }
+                        _ => {}
+                    }
+                    self.emit(Event::OpDone { op, result: Ok(OpResult::Done) });
+                }
+                Purpose::Lookup { op, .. } => {
+                    self.emit(Event::OpDone { op, result: Ok(OpResult::Peers(Vec::new())) });
+                }
+                Purpose::Rejoin | Purpose::Signal { .. } => {}
+            },
+            ResponseBody::Lookup { peers: page, next_cursor } => {
+                let Purpose::Lookup { op, want, mut peers } = p.purpose else { return };
+                peers.extend(page);
+                let RequestBody::Lookup { topic, .. } = p.body else { return };
+                match next_cursor {
+                    Some(cursor) if (peers.len() as u64) < u64::from(want) => {
+                        let left = want - peers.len() as u32;
+                        let limit = left.min(self.limits.max_lookup_page.max(1));
+                        let body = RequestBody::Lookup { topic, limit, cursor: Some(cursor) };
+                        if let Err(e) = self.request(body, Purpose::Lookup { op, want, peers }, now) {
+                            self.emit(Event::OpDone { op, result: Err(e) });
+                        }
+                    }
+                    _ => {
+                        peers.truncate(want as usize);
+                        self.emit(Event::OpDone { op, result: Ok(OpResult::Peers(peers)) });
+                    }
+                }
+            }
+        }
+    }
+
+    fn fail_request(&mut self, p: Pending, err: ClientError, now: Millis) {
+        match p.purpose {
+            Purpose::Op(op) | Purpose::Lookup { op, .. } => self.emit(Event::OpDone { op, result: Err(err) }),
+            Purpose::Rejoin => {
+                if let RequestBody::Join { topic, .. } = p.body {
+                    self.topics.remove(&topic);
+                    let msg = format!("re-joining topic {topic} failed: {}", err.message);
+                    self.emit(Event::Error(ClientError::new(err.code, msg)));
+                }
+            }
+            Purpose::Signal { handle } => self.signal_failed(handle, err, now),
+        }
+    }
+
+    fn on_event(&mut self, e: NodeEvent, now: Millis) {
+        match e {
+            NodeEvent::PeerJoined { topic, peer } => self.emit(Event::PeerJoined { topic, peer }),
+            NodeEvent::PeerLeft { topic, peer } => self.emit(Event::PeerLeft { topic, peer }),
+            NodeEvent::Signal { from, payload } => {
+                // Payloads that are not ours to read are dropped: any peer can send anything.
+                if let Ok(signal) = PeerSignal::decode(payload) {
+                    self.on_peer_signal(from, signal, now);
+                }
+            }
+        }
+    }
+
+    // ---- application operations ---------------------------------------------------------------
+
+    /// Joins `topic` (announcing unless `announce` is false). Completes with [`Event::OpDone`].
+    pub fn join(&mut self, topic: TopicId, announce: bool, now: Millis) -> Result<OpId, ClientError> {
+        let op = self.new_op();
+        self.request(RequestBody::Join { topic, announce }, Purpose::Op(op), now)?;
+        Ok(op)
+    }
+
+    /// Leaves `topic`; it is no longer re-joined after a reconnect.
+    pub fn leave(&mut self, topic: TopicId, now: Millis) -> Result<OpId, ClientError> {
+        let op = self.new_op();
+        self.request(RequestBody::Leave { topic }, Purpose::Op(op), now)?;
+        self.topics.remove(&topic);
+        Ok(op)
+    }
+
+    /// Looks up to `limit` announced peers of `topic` (`None`: one page of the node's size).
+    pub fn lookup(&mut self, topic: TopicId, limit: Option<u32>, now: Millis) -> Result<OpId, ClientError> {
+        let want = match limit {
+            Some(0) => return Err(ClientError::invalid("lookup limit must be at least 1")),
+            Some(n) if n > MAX_LOOKUP => {
+                return Err(ClientError::invalid(format!("lookup limit must be at most {MAX_LOOKUP}")));
+            }
+            Some(n) => n,
+            None => self.limits.max_lookup_page.max(1),
+        };
+        let op = self.new_op();
+        let limit = want.min(self.limits.max_lookup_page.max(1));
+        let body = RequestBody::Lookup { topic, limit, cursor: None };
+        self.request(body, Purpose::Lookup { op, want, peers: Vec::new() }, now)?;
+        Ok(op)
+    }
+
+    /// The topics joined (confirmed by the node); these are re-joined after a reconnect.
+    pub fn topics(&self) -> BTreeSet<TopicId> {
+        self.topics.keys().copied().collect()
+    }
+
+    /// Closes the client: says bye to connected peers, closes the socket, fails everything pending.
+    pub fn close(&mut self, now: Millis) {
+        if self.state == ClientState::Closed {
+            return;
+        }
+        self.close_all_sessions(now);
+        self.shutdown(ClientError::closed("the client was closed"));
+    }
+
+    fn shutdown(&mut self, err: ClientError) {
+        if let Some(conn) = self.current_conn() {
+            self.push(Output::CloseSocket { conn });
+        }
+        self.link = Link::Down;
+        if self.start_deadline.take().is_some() {
+            self.emit(Event::StartFailed(err.clone()));
+        }
+        let pending: Vec<Pending> =
+            std::mem::take(&mut self.in_flight).into_values().chain(self.queued.drain(..)).collect();
+        for p in pending {
+            if let Purpose::Op(op) | Purpose::Lookup { op, .. } = p.purpose {
+                self.emit(Event::OpDone { op, result: Err(ClientError::new(err.code, err.message.clone())) });
+            }
+        }
+        let handles: Vec<Handle> = self.sessions.keys().copied().collect();
+        for h in handles {
+            self.drop_session(h, None, ClientError::new(err.code, err.message.clone()));
+        }
+        self.set_state(ClientState::Closed);
+    }
+
+    /// Sends a signal without waiting for anything (used for bye on close).
+    pub(super) fn signal(&mut self, to: PeerId, signal: PeerSignal, handle: Handle, now: Millis) {
+        let body = RequestBody::Signal { to, payload: signal.encode() };
+        // Fails only when closed or the queue is full; the session deadline covers both.
+        let _ = self.request(body, Purpose::Signal { handle }, now);
+    }
+}

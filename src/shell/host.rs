@@ -1,0 +1,222 @@
+//! How results reach JavaScript: promises of operations, events through the facade's `emit`
+//! callback, and the `onIncoming` decision. Every call into JavaScript may throw or reject; none of
+//! them is unwrapped.
+
+use std::collections::BTreeMap;
+
+use js_sys::{Array, Function, Object, Promise, Reflect};
+use wasm_bindgen::JsValue;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{RtcDataChannel, RtcPeerConnection};
+
+use crate::core::{ClientError, Event, Handle, OpId, OpResult};
+
+/// A JavaScript `Error` with a stable `code` (the facade turns it into a `SignalMeshError`).
+pub fn error_value(e: &ClientError) -> JsValue {
+    let err = js_sys::Error::new(&e.message);
+    err.set_name("SignalMeshError");
+    let _ = Reflect::set(&err, &JsValue::from_str("code"), &JsValue::from_str(e.code.as_str()));
+    err.into()
+}
+
+/// A promise already rejected with `e`.
+pub fn rejected(e: &ClientError) -> Promise {
+    Promise::reject(&error_value(e))
+}
+
+fn object(fields: &[(&str, &JsValue)]) -> JsValue {
+    let o = Object::new();
+    for (k, v) in fields {
+        let _ = Reflect::set(&o, &JsValue::from_str(k), v);
+    }
+    o.into()
+}
+
+/// The raw connection the facade wraps into a `PeerConnection`.
+pub fn connection(
+    handle: Handle,
+    peer: &str,
+    pc: &RtcPeerConnection,
+    channel: Option<RtcDataChannel>,
+) -> JsValue {
+    let channel: JsValue = channel.map(Into::into).unwrap_or(JsValue::NULL);
+    object(&[
+        ("handle", &JsValue::from(handle)),
+        ("peerId", &JsValue::from_str(peer)),
+        ("pc", pc.as_ref()),
+        ("channel", &channel),
+    ])
+}
+
+/// What an operation's promise resolves with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpKind {
+    /// `undefined` (join, leave, close).
+    Unit,
+    /// `string[]` of peer ids (lookup).
+    Peers,
+    /// A raw connection (connect).
+    Connection,
+}
+
+/// The two halves of a promise.
+#[derive(Debug)]
+pub struct Settle {
+    resolve: Function,
+    reject: Function,
+    kind: OpKind,
+}
+
+fn promise(kind: OpKind) -> (Promise, Option<Settle>) {
+    let mut settle = None;
+    let p = Promise::new(&mut |resolve, reject| settle = Some(Settle { resolve, reject, kind }));
+    (p, settle)
+}
+
+impl Settle {
+    /// Resolves or rejects. `value` is the resolution for [`OpKind::Connection`].
+    pub fn settle(self, result: Result<OpResult, ClientError>, value: JsValue) {
+        let _ = match result {
+            Err(e) => self.reject.call1(&JsValue::NULL, &error_value(&e)),
+            Ok(OpResult::Peers(peers)) => {
+                let arr: Array = peers.iter().map(|p| JsValue::from_str(&p.to_hex())).collect();
+                self.resolve.call1(&JsValue::NULL, &arr)
+            }
+            Ok(_) if self.kind == OpKind::Connection => self.resolve.call1(&JsValue::NULL, &value),
+            Ok(_) => self.resolve.call0(&JsValue::NULL),
+        };
+    }
+}
+
+/// The facade's callbacks.
+#[derive(Clone, Debug)]
+pub struct Callbacks {
+    emit: Function,
+    incoming: Function,
+}
+
+impl Callbacks {
+    fn emit(&self, kind: &str, detail: JsValue) {
+        // A throwing listener must not break the client.
+        let _ = self.emit.call2(&JsValue::NULL, &JsValue::from_str(kind), &detail);
+    }
+
+    /// Reports an error not tied to an operation.
+    pub fn error(&self, e: &ClientError) {
+        self.emit("error", object(&[("error", &error_value(e))]));
+    }
+
+    /// The `connection` event.
+    pub fn emit_connection(&self, conn: JsValue) {
+        self.emit("connection", object(&[("connection", &conn)]));
+    }
+
+    /// Asks the application about an incoming offer; `decide` gets the answer (a throw or a
+    /// rejection is a refusal).
+    pub fn ask_incoming(&self, peer: &str, decide: impl FnOnce(bool) + 'static) {
+        let answer = self.incoming.call1(&JsValue::NULL, &JsValue::from_str(peer));
+        let this = self.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            let accept = match answer {
+                Ok(v) => match JsFuture::from(Promise::resolve(&v)).await {
+                    Ok(v) => v.is_truthy(),
+                    Err(e) => {
+                        this.emit("error", object(&[("error", &e)]));
+                        false
+                    }
+                },
+                Err(e) => {
+                    this.emit("error", object(&[("error", &e)]));
+                    false
+                }
+            };
+            decide(accept);
+        });
+    }
+
+    /// Every other event; `start` is the start promise for `Started` / `StartFailed`.
+    pub fn event(&self, e: Event, start: Option<Settle>) {
+        let hex = |s: String| JsValue::from_str(&s);
+        match e {
+            Event::StateChanged(s) => {
+                self.emit("statechange", object(&[("state", &JsValue::from_str(s.as_str()))]))
+            }
+            Event::Started => {
+                if let Some(s) = start {
+                    s.settle(Ok(OpResult::Done), JsValue::UNDEFINED);
+                }
+            }
+            Event::StartFailed(err) => {
+                if let Some(s) = start {
+                    s.settle(Err(err), JsValue::UNDEFINED);
+                }
+            }
+            Event::PeerJoined { topic, peer } => self.emit(
+                "peer-joined",
+                object(&[("topic", &hex(topic.to_hex())), ("peerId", &hex(peer.to_hex()))]),
+            ),
+            Event::PeerLeft { topic, peer } => self.emit(
+                "peer-left",
+                object(&[("topic", &hex(topic.to_hex())), ("peerId", &hex(peer.to_hex()))]),
+            ),
+            Event::PeerClosed { handle, peer } => self.emit(
+                "connection-closed",
+                object(&[("handle", &JsValue::from(handle)), ("peerId", &hex(peer.to_hex()))]),
+            ),
+            Event::Error(err) => self.error(&err),
+            Event::OpDone { .. } | Event::Incoming { .. } | Event::IncomingOffer { .. } => {}
+        }
+    }
+}
+
+/// Pending promises and the facade's callbacks.
+#[derive(Debug)]
+pub struct Host {
+    callbacks: Callbacks,
+    ops: BTreeMap<OpId, Settle>,
+    start: Option<Settle>,
+}
+
+impl Host {
+    /// `emit(type, detail)` dispatches an event; `incoming(peerId)` returns
+    /// `boolean | Promise<boolean>`.
+    pub fn new(emit: Function, incoming: Function) -> Host {
+        Host { callbacks: Callbacks { emit, incoming }, ops: BTreeMap::new(), start: None }
+    }
+
+    /// The callbacks, to call without holding the driver's borrow.
+    pub fn clone_callbacks(&self) -> Callbacks {
+        self.callbacks.clone()
+    }
+
+    /// Reports an error not tied to an operation.
+    pub fn error(&self, e: &ClientError) {
+        self.callbacks.error(e);
+    }
+
+    /// A promise for operation `op`.
+    pub fn op_promise(&mut self, op: OpId, kind: OpKind) -> Promise {
+        let (p, settle) = promise(kind);
+        if let Some(s) = settle {
+            self.ops.insert(op, s);
+        }
+        p
+    }
+
+    /// The promise halves of `op`, once.
+    pub fn take_op(&mut self, op: OpId) -> Option<Settle> {
+        self.ops.remove(&op)
+    }
+
+    /// The start promise.
+    pub fn start_promise(&mut self) -> Promise {
+        let (p, settle) = promise(OpKind::Unit);
+        self.start = settle;
+        p
+    }
+
+    /// The start promise's halves, once.
+    pub fn take_start(&mut self) -> Option<Settle> {
+        self.start.take()
+    }
+}

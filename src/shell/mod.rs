@@ -1,0 +1,326 @@
+//! The browser shell: drives the sans-IO [`crate::core::Client`] with real WebSockets, timers,
+//! WebCrypto and `RTCPeerConnection`s. It decides nothing: every input goes to the core, every
+//! output of the core is carried out here.
+//!
+//! Run loop: an input is fed to the core under a short `RefCell` borrow; then [`Driver::pump`]
+//! drains the outputs one by one and carries each out *without* holding the borrow (application
+//! listeners run inside `dispatchEvent` and may call back into the client); finally the single
+//! timer is re-armed for [`crate::core::Client::poll_timeout`].
+//!
+//! # Layout
+//! - `socket`: one WebSocket with owned listeners. `timer`: one owned `setTimeout`.
+//! - `crypto`: Ed25519 via WebCrypto, `getRandomValues`. `rtc`: one `RTCPeerConnection`.
+//! - `host`: how results reach JavaScript (promises, events, the `onIncoming` hook).
+
+pub mod crypto;
+pub mod host;
+pub mod rtc;
+pub mod socket;
+pub mod timer;
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::{Rc, Weak};
+
+use bytes::Bytes;
+use wasm_bindgen::JsValue;
+
+use crate::core::{Client, ClientError, Config, ConnId, Event, Handle, Millis, OpId, Output, RtcCommand};
+use crypto::Identity;
+use host::{Host, OpKind};
+use rtc::{Rtc, RtcReport};
+use socket::{Socket, SocketEvent};
+use timer::Timeout;
+
+/// Milliseconds on the wall clock (the core only compares them).
+pub fn now() -> Millis {
+    js_sys::Date::now() as Millis
+}
+
+/// Options of [`Driver::start`], parsed from JavaScript by the bindings.
+#[derive(Debug)]
+pub struct Options {
+    /// Node URLs.
+    pub servers: Vec<String>,
+    /// The identity seed, or `None` for a fresh identity.
+    pub seed: Option<[u8; 32]>,
+    /// `RTCIceServer[]` as given, or `undefined`.
+    pub ice_servers: JsValue,
+    /// The peer connect timeout (and the start deadline).
+    pub connect_timeout_ms: Option<u64>,
+}
+
+struct Inner {
+    core: Client,
+    identity: Identity,
+    ice_servers: JsValue,
+    socket: Option<(ConnId, Socket)>,
+    timer: Option<(Millis, Timeout)>,
+    rtc: BTreeMap<Handle, Rtc>,
+    host: Host,
+}
+
+/// A running client. Cloning gives another handle to the same client.
+#[derive(Clone)]
+pub struct Driver {
+    inner: Rc<RefCell<Inner>>,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver").finish_non_exhaustive()
+    }
+}
+
+impl Driver {
+    /// Creates the identity and starts connecting. The returned driver is not yet online: wait
+    /// for [`Driver::started`].
+    pub async fn start(options: Options, host: Host) -> Result<Driver, ClientError> {
+        let identity = match options.seed {
+            Some(seed) => Identity::from_seed(&seed).await?,
+            None => Identity::generate().await?,
+        };
+        let mut config = Config::new(options.servers, identity.peer_id(), crypto::random_u64()?);
+        if let Some(ms) = options.connect_timeout_ms {
+            config.connect_timeout_ms = ms;
+        }
+        let core = Client::new(config, now());
+        let inner = Inner {
+            core,
+            identity,
+            ice_servers: options.ice_servers,
+            socket: None,
+            timer: None,
+            rtc: BTreeMap::new(),
+            host,
+        };
+        Ok(Driver { inner: Rc::new(RefCell::new(inner)) })
+    }
+
+    /// A promise that resolves when the client first authenticates (rejects if it cannot).
+    pub fn started(&self) -> js_sys::Promise {
+        let p = self.inner.borrow_mut().host.start_promise();
+        self.pump();
+        p
+    }
+
+    fn weak(&self) -> Weak<RefCell<Inner>> {
+        Rc::downgrade(&self.inner)
+    }
+
+    fn from_weak(w: &Weak<RefCell<Inner>>) -> Option<Driver> {
+        w.upgrade().map(|inner| Driver { inner })
+    }
+
+    /// Runs `f` on the core, then carries out what it produced.
+    pub fn with_core<R>(&self, f: impl FnOnce(&mut Client, Millis) -> R) -> R {
+        let r = {
+            let mut inner = self.inner.borrow_mut();
+            f(&mut inner.core, now())
+        };
+        self.pump();
+        r
+    }
+
+    /// Registers a promise for `op` (an operation the core accepted) or rejects at once.
+    pub fn op(&self, kind: OpKind, started: Result<OpId, ClientError>) -> js_sys::Promise {
+        let p = match started {
+            Ok(op) => self.inner.borrow_mut().host.op_promise(op, kind),
+            Err(e) => host::rejected(&e),
+        };
+        self.pump();
+        p
+    }
+
+    /// The client's peer id, hex.
+    pub fn peer_id(&self) -> String {
+        self.inner.borrow().core.peer_id().to_hex()
+    }
+
+    /// The state, as JavaScript spells it.
+    pub fn state(&self) -> &'static str {
+        self.inner.borrow().core.state().as_str()
+    }
+
+    /// Carries out every pending output of the core, then re-arms the timer.
+    pub fn pump(&self) {
+        loop {
+            let out = self.inner.borrow_mut().core.poll_output();
+            let Some(out) = out else { break };
+            self.exec(out);
+        }
+        self.arm_timer();
+    }
+
+    fn arm_timer(&self) {
+        let mut inner = self.inner.borrow_mut();
+        let Some(at) = inner.core.poll_timeout() else {
+            inner.timer = None;
+            return;
+        };
+        if inner.timer.as_ref().is_some_and(|(t, _)| *t == at) {
+            return;
+        }
+        let weak = self.weak();
+        let delay = at.saturating_sub(now());
+        inner.timer = Some((
+            at,
+            Timeout::new(delay, move || {
+                if let Some(d) = Driver::from_weak(&weak) {
+                    d.inner.borrow_mut().timer = None;
+                    d.with_core(|c, now| c.handle_timeout(now));
+                }
+            }),
+        ));
+    }
+
+    fn exec(&self, out: Output) {
+        match out {
+            Output::OpenSocket { conn, url } => self.open_socket(conn, &url),
+            Output::CloseSocket { conn } => {
+                let old = {
+                    let mut inner = self.inner.borrow_mut();
+                    if inner.socket.as_ref().is_some_and(|(c, _)| *c == conn) {
+                        inner.socket.take()
+                    } else {
+                        None
+                    }
+                };
+                drop(old);
+            }
+            Output::Send { conn, frame } => {
+                let inner = self.inner.borrow();
+                if let Some((c, s)) = &inner.socket
+                    && *c == conn
+                {
+                    s.send(&frame);
+                }
+            }
+            Output::Sign { conn, message } => {
+                let identity = self.inner.borrow().identity.clone();
+                let weak = self.weak();
+                wasm_bindgen_futures::spawn_local(async move {
+                    let signed = identity.sign(&message).await;
+                    let Some(d) = Driver::from_weak(&weak) else { return };
+                    match signed {
+                        Ok(sig) => d.with_core(|c, now| c.handle_signed(conn, sig, now)),
+                        Err(e) => {
+                            let host = d.inner.borrow().host.clone_callbacks();
+                            host.error(&e);
+                        }
+                    }
+                });
+            }
+            Output::Rtc(cmd) => self.rtc(cmd),
+            Output::Event(e) => self.event(e),
+        }
+    }
+
+    fn open_socket(&self, conn: ConnId, url: &str) {
+        let weak = self.weak();
+        let socket = Socket::open(url, move |e| {
+            let Some(d) = Driver::from_weak(&weak) else { return };
+            match e {
+                SocketEvent::Open => d.with_core(|c, now| c.handle_socket_open(conn, now)),
+                SocketEvent::Frame(f) => d.with_core(|c, now| c.handle_frame(conn, Bytes::from(f), now)),
+                SocketEvent::Closed(code) => {
+                    d.with_core(|c, now| c.handle_socket_closed(conn, Some(code), now))
+                }
+            }
+        });
+        match socket {
+            Ok(s) => {
+                let old = self.inner.borrow_mut().socket.replace((conn, s));
+                drop(old);
+            }
+            Err(_) => {
+                // An invalid URL fails like an unreachable node; the core moves on to the next.
+                self.inner.borrow_mut().core.handle_socket_closed(conn, None, now());
+            }
+        }
+    }
+
+    fn rtc(&self, cmd: RtcCommand) {
+        match cmd {
+            RtcCommand::Create { handle, initiator, label } => {
+                let weak = self.weak();
+                let ice = self.inner.borrow().ice_servers.clone();
+                let made = Rtc::new(&ice, initiator, &label, move |r| {
+                    let Some(d) = Driver::from_weak(&weak) else { return };
+                    d.with_core(|c, now| match r {
+                        RtcReport::LocalDescription(sdp) => c.rtc_local_description(handle, sdp, now),
+                        RtcReport::LocalCandidate(cand) => c.rtc_local_candidate(handle, cand, now),
+                        RtcReport::ChannelOpen => c.rtc_channel_open(handle, now),
+                        RtcReport::IceFailed => c.rtc_ice_failed(handle, now),
+                        RtcReport::IceConnected => c.rtc_ice_connected(handle, now),
+                        RtcReport::Closed(e) => c.rtc_closed(handle, e, now),
+                    });
+                });
+                match made {
+                    Ok(rtc) => {
+                        self.inner.borrow_mut().rtc.insert(handle, rtc);
+                    }
+                    Err(e) => self.inner.borrow_mut().core.rtc_closed(handle, e, now()),
+                }
+            }
+            RtcCommand::Close { handle } => {
+                let old = self.inner.borrow_mut().rtc.remove(&handle);
+                drop(old);
+            }
+            cmd @ (RtcCommand::CreateOffer { handle, .. }
+            | RtcCommand::ApplyOffer { handle, .. }
+            | RtcCommand::ApplyAnswer { handle, .. }
+            | RtcCommand::AddCandidate { handle, .. }) => {
+                if let Some(r) = self.inner.borrow().rtc.get(&handle) {
+                    r.enqueue(cmd);
+                }
+            }
+        }
+    }
+
+    fn connection_value(&self, handle: Handle) -> JsValue {
+        let inner = self.inner.borrow();
+        let peer = inner.core.session_peer(handle).map(|p| p.to_hex()).unwrap_or_default();
+        match inner.rtc.get(&handle) {
+            Some(r) => host::connection(handle, &peer, r.pc(), r.channel()),
+            None => JsValue::UNDEFINED,
+        }
+    }
+
+    fn event(&self, e: Event) {
+        match e {
+            Event::OpDone { op, result } => {
+                let value = match &result {
+                    Ok(crate::core::OpResult::Connection(h)) => self.connection_value(*h),
+                    _ => JsValue::UNDEFINED,
+                };
+                let done = self.inner.borrow_mut().host.take_op(op);
+                if let Some(done) = done {
+                    done.settle(result, value);
+                }
+            }
+            Event::Incoming { handle, .. } => {
+                let conn = self.connection_value(handle);
+                let host = self.inner.borrow().host.clone_callbacks();
+                host.emit_connection(conn);
+            }
+            Event::IncomingOffer { handle, peer } => {
+                let host = self.inner.borrow().host.clone_callbacks();
+                let weak = self.weak();
+                host.ask_incoming(&peer.to_hex(), move |accept| {
+                    if let Some(d) = Driver::from_weak(&weak) {
+                        d.with_core(|c, now| c.decide_incoming(handle, accept, now));
+                    }
+                });
+            }
+            other => {
+                let host = self.inner.borrow().host.clone_callbacks();
+                let start = match &other {
+                    Event::Started | Event::StartFailed(_) => self.inner.borrow_mut().host.take_start(),
+                    _ => None,
+                };
+                host.event(other, start);
+            }
+        }
+    }
+}
