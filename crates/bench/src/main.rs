@@ -1,2 +1,259 @@
-//! Load generator for `signal-mesh-node` (see the benchmarks issue).
-fn main() {}
+//! `signal-mesh-bench`: a load generator for `signal-mesh-node` (see `BENCHMARKS.md`).
+//!
+//! # Layout
+//! - [`ws`]: a lean WebSocket client (one buffer each way, batched writes, zero-copy frames).
+//! - [`client`]: the edge protocol over it: challenge, authentication, requests, events.
+//! - [`node`]: starting, pinning, measuring (`/proc`) and stopping the node process.
+//! - [`scenarios`]: `capacity`, `relay`, `churn`.
+//! - [`report`]: the table and the JSON.
+//!
+//! The generator runs on a current-thread tokio runtime pinned to one core (`--bench-core`, 1 by
+//! default) and starts the node pinned to the other (`--node-core`, 0). Every scenario starts a
+//! fresh node, measures it and stops it; `--url` targets already running nodes instead (several
+//! may be given: clients are spread over them, so cross-node scenarios work once the mesh exists).
+//! A watchdog ends the whole run after `--max-seconds`.
+
+mod client;
+mod error;
+mod node;
+mod report;
+mod scenarios;
+mod ws;
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::BenchError;
+use crate::node::{NodeProcess, NodeSpec};
+use crate::report::Report;
+use crate::ws::WsUrl;
+
+/// Pids of the nodes this process started, for the watchdog.
+static STARTED_NODES: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+#[derive(Debug, Parser)]
+#[command(name = "signal-mesh-bench", about = "Load generator for signal-mesh-node", version)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct Global {
+    /// The node binary to start (a release build; default $SIGNAL_MESH_NODE_BIN, else
+    /// signal-mesh-node next to this binary, else target/release/signal-mesh-node).
+    #[arg(long, global = true)]
+    node_bin: Option<PathBuf>,
+    /// Extra flag for the started node (repeatable), e.g. --node-arg=--outbound-queue-frames=256.
+    #[arg(long = "node-arg", global = true, allow_hyphen_values = true)]
+    node_args: Vec<String>,
+    /// Target an already running node instead of starting one (repeatable; clients are spread
+    /// over the URLs). Loopback addresses only.
+    #[arg(long = "url", global = true)]
+    urls: Vec<String>,
+    /// Pid of a --url node, to read its CPU and memory from /proc (repeatable, same order).
+    #[arg(long = "node-pid", global = true)]
+    node_pids: Vec<u32>,
+    /// Core the started node is pinned to.
+    #[arg(long, global = true, default_value_t = 0)]
+    node_core: usize,
+    /// Core the generator pins itself to.
+    #[arg(long, global = true, default_value_t = 1)]
+    bench_core: usize,
+    /// Do not pin anything.
+    #[arg(long, global = true)]
+    no_pin: bool,
+    /// Also write the results as JSON here.
+    #[arg(long, global = true)]
+    json: Option<PathBuf>,
+    /// Where the started node's output goes.
+    #[arg(long, global = true, default_value = "target/bench-node.log")]
+    node_log: PathBuf,
+    /// Hard limit for the whole run; the watchdog stops the node and exits after it.
+    #[arg(long, global = true, default_value_t = 900)]
+    max_seconds: u64,
+}
+
+#[derive(Clone, Debug, Subcommand)]
+enum Scenario {
+    /// C idle authenticated clients, `per_topic` per topic: node RSS per client, connect+auth rate.
+    Capacity(scenarios::capacity::Opts),
+    /// P pairs relaying signals echoed by the partner: throughput, RTT, node CPU per signal.
+    Relay(scenarios::relay::Opts),
+    /// Clients joining and leaving topics while others look up.
+    Churn(scenarios::churn::Opts),
+    /// capacity, relay (every --pairs value) and churn, each against a fresh node, with defaults.
+    All {
+        /// Clients for capacity.
+        #[arg(long, default_value_t = 19_500)]
+        clients: u64,
+        /// Pair counts for relay.
+        #[arg(long, value_delimiter = ',', default_value = "100,1000")]
+        pairs: Vec<u64>,
+        /// Seconds per relay and churn run.
+        #[arg(long, default_value_t = 10)]
+        duration_secs: u64,
+    },
+}
+
+/// The nodes a scenario talks to.
+#[derive(Debug)]
+pub struct Targets {
+    /// Edge WebSocket URLs.
+    pub urls: Vec<WsUrl>,
+    /// Pids to measure (may be empty for external nodes).
+    pub pids: Vec<u32>,
+    /// Nodes started for this scenario (stopped when dropped).
+    started: Vec<NodeProcess>,
+    /// How the nodes were started, for the report.
+    pub command: Option<String>,
+}
+
+impl Targets {
+    /// Node URL for client `i`.
+    pub fn url(&self, i: u64) -> &WsUrl {
+        // `urls` is never empty (checked at construction).
+        &self.urls[(i % self.urls.len() as u64) as usize]
+    }
+
+    /// Summed CPU and memory of the measured nodes (None when no pid is known).
+    pub fn sample(&self) -> Result<Option<node::ProcSample>, BenchError> {
+        if self.pids.is_empty() {
+            return Ok(None);
+        }
+        let mut total = node::ProcSample::default();
+        for pid in &self.pids {
+            let s = node::sample(Some(*pid))?;
+            total.cpu_us += s.cpu_us;
+            total.rss_kib += s.rss_kib;
+            total.hwm_kib += s.hwm_kib;
+            total.threads += s.threads;
+        }
+        Ok(Some(total))
+    }
+
+    /// Whether every started node is still alive.
+    pub fn alive(&mut self) -> bool {
+        self.started.iter_mut().all(NodeProcess::is_running)
+    }
+}
+
+impl Drop for Targets {
+    fn drop(&mut self) {
+        for n in &mut self.started {
+            n.stop();
+        }
+        if let Ok(mut pids) = STARTED_NODES.lock() {
+            pids.retain(|p| !self.started.iter().any(|n| n.pid == *p));
+        }
+    }
+}
+
+/// Starts a node (or uses the --url ones) sized for `max_connections` clients.
+pub fn targets(g: &Global, max_connections: u64) -> Result<Targets, BenchError> {
+    if !g.urls.is_empty() {
+        let urls = g.urls.iter().map(|u| WsUrl::parse(u)).collect::<Result<Vec<_>, _>>()?;
+        return Ok(Targets { urls, pids: g.node_pids.clone(), started: Vec::new(), command: None });
+    }
+    let spec = NodeSpec {
+        binary: g.node_bin.clone().unwrap_or_else(node::default_binary),
+        core: (!g.no_pin).then_some(g.node_core),
+        extra_args: g.node_args.clone(),
+        log: g.node_log.clone(),
+    };
+    let n = NodeProcess::start(&spec, max_connections + 100)?;
+    if let Ok(mut pids) = STARTED_NODES.lock() {
+        pids.push(n.pid);
+    }
+    Ok(Targets {
+        urls: vec![n.url.clone()],
+        pids: vec![n.pid],
+        command: Some(n.command.clone()),
+        started: vec![n],
+    })
+}
+
+fn watchdog(limit: Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        eprintln!("signal-mesh-bench: watchdog: the run exceeded {limit:?}; stopping the node and exiting");
+        if let Ok(pids) = STARTED_NODES.lock() {
+            for pid in pids.iter() {
+                if let Some(p) = i32::try_from(*pid).ok().and_then(rustix::process::Pid::from_raw) {
+                    let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+                }
+            }
+        }
+        std::process::exit(3);
+    });
+}
+
+fn run(cli: Cli) -> Result<Vec<Report>, BenchError> {
+    let g = &cli.global;
+    let nofile = node::raise_nofile()?;
+    if !g.no_pin {
+        node::pin_self(g.bench_core)?;
+    }
+    watchdog(Duration::from_secs(g.max_seconds));
+    let mut reports = Vec::new();
+    match &cli.scenario {
+        Scenario::Capacity(o) => reports.push(scenarios::capacity::run(g, o, nofile)?),
+        Scenario::Relay(o) => {
+            for &p in &o.pairs {
+                reports.push(scenarios::relay::run(g, o, p)?);
+            }
+        }
+        Scenario::Churn(o) => reports.push(scenarios::churn::run(g, o)?),
+        Scenario::All { clients, pairs, duration_secs } => {
+            let cap = scenarios::capacity::Opts { clients: *clients, ..Default::default() };
+            reports.push(scenarios::capacity::run(g, &cap, nofile)?);
+            let relay = scenarios::relay::Opts { duration_secs: *duration_secs, ..Default::default() };
+            for &p in pairs {
+                reports.push(scenarios::relay::run(g, &relay, p)?);
+            }
+            let churn = scenarios::churn::Opts { duration_secs: *duration_secs, ..Default::default() };
+            reports.push(scenarios::churn::run(g, &churn)?);
+        }
+    }
+    Ok(reports)
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let json_path = cli.global.json.clone();
+    let argv: Vec<String> = std::env::args().collect();
+    match run(cli) {
+        Ok(reports) => {
+            for r in &reports {
+                r.print();
+            }
+            if let Some(path) = json_path {
+                let doc = serde_json::json!({
+                    "command": argv.join(" "),
+                    "machine": node::machine(),
+                    "unix_time": std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0),
+                    "scenarios": reports.iter().map(Report::to_json).collect::<Vec<_>>(),
+                });
+                let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+                if let Err(e) = std::fs::write(&path, text + "\n") {
+                    eprintln!("signal-mesh-bench: cannot write {}: {e}", path.display());
+                    return std::process::ExitCode::FAILURE;
+                }
+                println!("\nJSON written to {}", path.display());
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("signal-mesh-bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
