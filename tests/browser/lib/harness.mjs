@@ -112,15 +112,17 @@ function copyDir(from, to) {
 }
 
 /**
- * Assembles the site the node serves: the fixture pages plus the package under `/pkg/`, and an
- * import map (`/importmap.json` content inlined into the pages) mapping `signal-mesh` to its entry.
+ * Assembles a site for the node to serve: the pages from `from` (default the test fixtures) plus
+ * the package under `/pkg/`. In the HTML, `__IMPORT_MAP__` becomes an import map mapping
+ * `signal-mesh` to the package entry, `__PKG_ENTRY__` the entry's URL, and an existing
+ * `"signal-mesh": "..."` import-map entry is pointed at the entry (as scripts/start.sh does for www/).
  * Returns the directory.
  */
-export function assembleSite(name = 'site') {
+export function assembleSite(name = 'site', from = path.join(BROWSER_DIR, 'fixtures')) {
   const dir = path.join(TMP, `${name}-${process.pid}`);
   fs.rmSync(dir, { recursive: true, force: true });
   fs.mkdirSync(dir, { recursive: true });
-  copyDir(path.join(BROWSER_DIR, 'fixtures'), dir);
+  copyDir(from, dir);
   copyDir(PKG_DIR, path.join(dir, 'pkg'));
   const entry = packageEntry();
   const importMap = JSON.stringify({ imports: { 'signal-mesh': `/pkg/${entry}` } });
@@ -130,7 +132,8 @@ export function assembleSite(name = 'site') {
     const html = fs
       .readFileSync(p, 'utf8')
       .replaceAll('__IMPORT_MAP__', importMap)
-      .replaceAll('__PKG_ENTRY__', `/pkg/${entry}`);
+      .replaceAll('__PKG_ENTRY__', `/pkg/${entry}`)
+      .replace(/"signal-mesh"\s*:\s*"[^"]*"/, `"signal-mesh": "./pkg/${entry}"`);
     fs.writeFileSync(p, html);
   }
   return dir;
