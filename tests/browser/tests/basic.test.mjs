@@ -163,6 +163,9 @@ describe('signal-mesh in headless Chromium, one node', { timeout: 120_000 }, () 
     }
     await expectCode('join(31-byte topic)', await a.try('join', { hex: 'ab'.repeat(31) }), BAD_INPUT_CODES);
 
+    await expectCode('create({ servers: [] })', await a.try('create', { servers: [] }, 'empty'), BAD_INPUT_CODES);
+    await expectCode('create(16-byte identity)', await a.try('create', { servers: [node.wsUrl], identityHex: '01'.repeat(16) }, 'short-id'), BAD_INPUT_CODES);
+
     // An unknown but well-formed peer id is PEER_NOT_FOUND, not a timeout.
     await expectCode('connect(unknown peer)', await a.try('connect', '5a'.repeat(32)), ['PEER_NOT_FOUND']);
 
@@ -191,6 +194,18 @@ describe('signal-mesh in headless Chromium, one node', { timeout: 120_000 }, () 
       what: 'peer-joined with the hashed topic',
     });
     assert.ok((await waitLookup(a, name, [b.peerId])).includes(b.peerId));
+  }));
+
+  test('a 32-byte identity seed gives a stable peer id across clients', { timeout: 60_000 }, suite.wrap(async () => {
+    const page = await suite.page(node);
+    const seed = '07'.repeat(32);
+    const first = await page.call('create', { servers: [node.wsUrl], identityHex: seed }, 'first');
+    assert.equal(first.state, 'online');
+    assert.equal(await page.call('close', 'first'), 'closed');
+    const again = await page.call('create', { servers: [node.wsUrl], identityHex: seed }, 'again');
+    assert.equal(again.peerId, first.peerId);
+    const other = await page.call('create', { servers: [node.wsUrl], identityHex: '08'.repeat(32) }, 'other');
+    assert.notEqual(other.peerId, first.peerId);
   }));
 
   test('the package imports in a plain ES-module page with no bundler and no init call', { timeout: 60_000 }, suite.wrap(async () => {
