@@ -7,6 +7,7 @@
 #   HOST=0.0.0.0 ./scripts/start.sh    # listen address (default 127.0.0.1)
 #   SKIP_BUILD=1 ./scripts/start.sh    # reuse the last build (target/release, pkg/)
 #   NODE_ARGS="--flag x" ./scripts/start.sh   # extra flags for every node
+#   SIGNAL_MESH_NODE_BIN=path ./scripts/start.sh  # run this node binary instead of the release build
 #
 # On a fresh Debian 12 machine with rustup, Node.js and npm it installs what it needs:
 # scripts/build-pkg.sh adds the wasm target and the pinned wasm-bindgen-cli and writes pkg/.
@@ -24,7 +25,7 @@ NODE_ARGS=${NODE_ARGS:-}
 
 site=$repo/target/site
 run_dir=$repo/target/start
-bin=$repo/target/release/signal-mesh-node
+bin=${SIGNAL_MESH_NODE_BIN:-$repo/target/release/signal-mesh-node}
 
 step() { printf '\n==> %s\n' "$*"; }
 die() { echo "start.sh: $*" >&2; exit 1; }
