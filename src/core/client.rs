@@ -1,6 +1,6 @@
 //! The edge session: connection attempts, authentication, requests, keepalive, reconnect.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::VecDeque;
 
 use bytes::Bytes;
 use signal_mesh_proto::{
@@ -13,6 +13,7 @@ use super::backoff::{Rng, backoff_delay};
 use super::error::{ClientError, Code};
 use super::peers::{Handle, PeerSession};
 use super::signal::{Candidate, PeerSignal};
+use super::vecmap::VecMap;
 use super::{Millis, OpId};
 
 /// Identifies one WebSocket attempt; inputs about an older attempt are ignored.
@@ -289,12 +290,12 @@ pub struct Client {
     limits: Limits,
     next_request: RequestId,
     next_op: OpId,
-    in_flight: BTreeMap<RequestId, Pending>,
+    in_flight: VecMap<RequestId, Pending>,
     queued: VecDeque<Pending>,
     /// Topics joined (confirmed by the node), with their announce flag; re-joined on reconnect.
-    topics: BTreeMap<TopicId, bool>,
-    pub(super) sessions: BTreeMap<Handle, PeerSession>,
-    pub(super) by_peer: BTreeMap<PeerId, Handle>,
+    topics: VecMap<TopicId, bool>,
+    pub(super) sessions: VecMap<Handle, PeerSession>,
+    pub(super) by_peer: VecMap<PeerId, Handle>,
     pub(super) next_handle: Handle,
     out: VecDeque<Output>,
 }
@@ -314,11 +315,11 @@ impl Client {
             limits: Limits::default(),
             next_request: 1,
             next_op: 1,
-            in_flight: BTreeMap::new(),
+            in_flight: VecMap::new(),
             queued: VecDeque::new(),
-            topics: BTreeMap::new(),
-            sessions: BTreeMap::new(),
-            by_peer: BTreeMap::new(),
+            topics: VecMap::new(),
+            sessions: VecMap::new(),
+            by_peer: VecMap::new(),
             next_handle: 1,
             out: VecDeque::new(),
             config,
@@ -495,8 +496,7 @@ impl Client {
         if was_up {
             self.failures = 1;
             // Requests on the lost connection are sent again on the next one.
-            let mut back: Vec<(RequestId, Pending)> =
-                std::mem::take(&mut self.in_flight).into_iter().collect();
+            let mut back: Vec<(RequestId, Pending)> = self.in_flight.take_all();
             back.sort_by_key(|(id, _)| *id);
             for (_, p) in back.into_iter().rev() {
                 if !matches!(p.purpose, Purpose::Rejoin) {
@@ -766,7 +766,7 @@ impl Client {
     }
 
     /// The topics joined (confirmed by the node); these are re-joined after a reconnect.
-    pub fn topics(&self) -> BTreeSet<TopicId> {
+    pub fn topics(&self) -> Vec<TopicId> {
         self.topics.keys().copied().collect()
     }
 
@@ -788,7 +788,7 @@ impl Client {
             self.emit(Event::StartFailed(err.clone()));
         }
         let pending: Vec<Pending> =
-            std::mem::take(&mut self.in_flight).into_values().chain(self.queued.drain(..)).collect();
+            self.in_flight.take_all().into_iter().map(|(_, p)| p).chain(self.queued.drain(..)).collect();
         for p in pending {
             if let Purpose::Op(op) | Purpose::Lookup { op, .. } = p.purpose {
                 self.emit(Event::OpDone { op, result: Err(ClientError::new(err.code, err.message.clone())) });

@@ -18,6 +18,7 @@ pub mod client;
 pub mod error;
 pub mod peers;
 pub mod signal;
+pub mod vecmap;
 
 #[cfg(test)]
 mod tests;

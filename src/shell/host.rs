@@ -2,13 +2,12 @@
 //! callback, and the `onIncoming` decision. Every call into JavaScript may throw or reject; none of
 //! them is unwrapped.
 
-use std::collections::BTreeMap;
-
 use js_sys::{Array, Function, Object, Promise, Reflect};
 use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{RtcDataChannel, RtcPeerConnection};
 
+use crate::core::vecmap::VecMap;
 use crate::core::{ClientError, Event, Handle, OpId, OpResult};
 
 /// A JavaScript `Error` with a stable `code` (the facade turns it into a `SignalMeshError`).
@@ -173,7 +172,7 @@ impl Callbacks {
 #[derive(Debug)]
 pub struct Host {
     callbacks: Callbacks,
-    ops: BTreeMap<OpId, Settle>,
+    ops: VecMap<OpId, Settle>,
     start: Option<Settle>,
 }
 
@@ -181,7 +180,7 @@ impl Host {
     /// `emit(type, detail)` dispatches an event; `incoming(peerId)` returns
     /// `boolean | Promise<boolean>`.
     pub fn new(emit: Function, incoming: Function) -> Host {
-        Host { callbacks: Callbacks { emit, incoming }, ops: BTreeMap::new(), start: None }
+        Host { callbacks: Callbacks { emit, incoming }, ops: VecMap::new(), start: None }
     }
 
     /// The callbacks, to call without holding the driver's borrow.

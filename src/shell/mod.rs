@@ -19,12 +19,12 @@ pub mod socket;
 pub mod timer;
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::rc::{Rc, Weak};
 
 use bytes::Bytes;
 use wasm_bindgen::JsValue;
 
+use crate::core::vecmap::VecMap;
 use crate::core::{Client, ClientError, Config, ConnId, Event, Handle, Millis, OpId, Output, RtcCommand};
 use crypto::Identity;
 use host::{Host, OpKind};
@@ -56,7 +56,7 @@ struct Inner {
     ice_servers: JsValue,
     socket: Option<(ConnId, Socket)>,
     timer: Option<(Millis, Timeout)>,
-    rtc: BTreeMap<Handle, Rtc>,
+    rtc: VecMap<Handle, Rtc>,
     host: Host,
 }
 
@@ -91,7 +91,7 @@ impl Driver {
             ice_servers: options.ice_servers,
             socket: None,
             timer: None,
-            rtc: BTreeMap::new(),
+            rtc: VecMap::new(),
             host,
         };
         Ok(Driver { inner: Rc::new(RefCell::new(inner)) })
