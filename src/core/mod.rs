@@ -20,7 +20,7 @@ pub mod peers;
 pub mod signal;
 pub mod vecmap;
 
-#[cfg(test)]
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests;
 
 pub use client::{Client, ClientState, Config, ConnId, Event, OpResult, Output, RtcCommand};

@@ -18,6 +18,9 @@ pub mod rtc;
 pub mod socket;
 pub mod timer;
 
+#[cfg(test)]
+mod tests;
+
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 

@@ -1,0 +1,174 @@
+//! The shell's pieces in a real browser (`scripts/test-wasm.sh`: headless Chromium through
+//! wasm-bindgen-test-runner and chromedriver).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use js_sys::Promise;
+use signal_mesh_proto::auth;
+use wasm_bindgen::JsValue;
+use wasm_bindgen_futures::JsFuture;
+use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
+
+use super::crypto::{Identity, base64url_decode, random_bytes};
+use super::host::Host;
+use super::rtc::{Rtc, RtcReport};
+use super::socket::{Socket, SocketEvent};
+use super::timer::Timeout;
+use super::{Driver, Options};
+use crate::core::{Candidate, RtcCommand};
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+async fn sleep(ms: u64) {
+    let mut keep = None;
+    let p = Promise::new(&mut |resolve, _| {
+        keep = Some(Timeout::new(ms, move || {
+            let _ = resolve.call0(&JsValue::NULL);
+        }));
+    });
+    JsFuture::from(p).await.unwrap();
+    drop(keep);
+}
+
+/// Waits (up to `ms`) until `f` finds something.
+async fn until<T>(ms: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    for _ in 0..ms / 20 {
+        if let Some(v) = f() {
+            return v;
+        }
+        sleep(20).await;
+    }
+    panic!("timed out");
+}
+
+#[wasm_bindgen_test]
+async fn webcrypto_ed25519_matches_the_reference_implementation() {
+    for seed in [[1u8; 32], [0xa5; 32]] {
+        let ours = Identity::from_seed(&seed).await.unwrap();
+        let reference = auth::Identity::from_seed(seed);
+        assert_eq!(ours.peer_id(), reference.peer_id());
+        let msg = b"signal-mesh test message";
+        // Ed25519 is deterministic: the same key signs the same bytes identically.
+        assert_eq!(ours.sign(msg).await.unwrap(), reference.sign(msg));
+    }
+    let a = Identity::generate().await.unwrap();
+    let b = Identity::generate().await.unwrap();
+    assert_ne!(a.peer_id(), b.peer_id());
+}
+
+#[wasm_bindgen_test]
+fn random_bytes_are_random_and_base64url_decodes() {
+    let (mut x, mut y) = ([0u8; 32], [0u8; 32]);
+    random_bytes(&mut x).unwrap();
+    random_bytes(&mut y).unwrap();
+    assert_ne!(x, y);
+    assert_eq!(base64url_decode("AQID_-8").unwrap(), vec![1, 2, 3, 0xff, 0xef]);
+    assert_eq!(base64url_decode("a$b"), None);
+}
+
+#[wasm_bindgen_test]
+async fn a_timer_fires_once_and_a_dropped_timer_never() {
+    let fired = Rc::new(RefCell::new(0));
+    let f = fired.clone();
+    let _kept = Timeout::new(10, move || *f.borrow_mut() += 1);
+    let f = fired.clone();
+    drop(Timeout::new(10, move || *f.borrow_mut() += 100));
+    sleep(80).await;
+    assert_eq!(*fired.borrow(), 1);
+}
+
+#[wasm_bindgen_test]
+async fn a_socket_to_a_closed_port_reports_closed() {
+    let events = Rc::new(RefCell::new(Vec::new()));
+    let e = events.clone();
+    let _s = Socket::open("ws://127.0.0.1:9/signal", move |ev| e.borrow_mut().push(ev)).unwrap();
+    let code = until(5000, || {
+        events.borrow().iter().find_map(|e| if let SocketEvent::Closed(c) = e { Some(*c) } else { None })
+    })
+    .await;
+    assert_eq!(code, 1006);
+    assert!(Socket::open("ftp://example/", |_| {}).is_err());
+}
+
+#[wasm_bindgen_test]
+async fn a_driver_without_a_reachable_node_rejects_start_with_timeout() {
+    let options = Options {
+        servers: vec!["ws://127.0.0.1:9/signal".into()],
+        seed: Some([3; 32]),
+        ice_servers: JsValue::UNDEFINED,
+        connect_timeout_ms: Some(1500),
+    };
+    let noop = js_sys::Function::new_no_args("");
+    let d = Driver::start(options, Host::new(noop.clone(), noop)).await.unwrap();
+    assert_eq!(d.peer_id(), auth::Identity::from_seed([3; 32]).peer_id().to_hex());
+    let err = JsFuture::from(d.started()).await.unwrap_err();
+    let code = js_sys::Reflect::get(&err, &"code".into()).unwrap().as_string();
+    assert_eq!(code.as_deref(), Some("TIMEOUT"));
+    assert_eq!(d.state(), "closed");
+}
+
+type Log = Rc<RefCell<Vec<RtcReport>>>;
+
+fn rtc(initiator: bool) -> (Rtc, Log) {
+    let log: Log = Rc::new(RefCell::new(Vec::new()));
+    let l = log.clone();
+    (Rtc::new(&JsValue::UNDEFINED, initiator, "test", move |r| l.borrow_mut().push(r)).unwrap(), log)
+}
+
+fn take_description(log: &Log) -> Option<String> {
+    let mut log = log.borrow_mut();
+    let i = log.iter().position(|r| matches!(r, RtcReport::LocalDescription(_)))?;
+    match log.remove(i) {
+        RtcReport::LocalDescription(sdp) => Some(sdp),
+        _ => None,
+    }
+}
+
+fn take_candidates(log: &Log) -> Vec<Candidate> {
+    let mut out = Vec::new();
+    log.borrow_mut().retain(|r| match r {
+        RtcReport::LocalCandidate(c) => {
+            out.push(c.clone());
+            false
+        }
+        _ => true,
+    });
+    out
+}
+
+fn opened(log: &Log) -> bool {
+    log.borrow().iter().any(|r| matches!(r, RtcReport::ChannelOpen))
+}
+
+#[wasm_bindgen_test]
+async fn two_peer_connections_negotiate_an_open_channel_through_commands() {
+    let (a, la) = rtc(true);
+    let (b, lb) = rtc(false);
+    a.enqueue(RtcCommand::CreateOffer { handle: 1, ice_restart: false });
+    let offer = until(5000, || take_description(&la)).await;
+    assert!(offer.starts_with("v=0"));
+    b.enqueue(RtcCommand::ApplyOffer { handle: 2, sdp: offer });
+    let answer = until(5000, || take_description(&lb)).await;
+    a.enqueue(RtcCommand::ApplyAnswer { handle: 1, sdp: answer });
+    until(10_000, || {
+        for candidate in take_candidates(&la) {
+            b.enqueue(RtcCommand::AddCandidate { handle: 2, candidate });
+        }
+        for candidate in take_candidates(&lb) {
+            a.enqueue(RtcCommand::AddCandidate { handle: 1, candidate });
+        }
+        (opened(&la) && opened(&lb)).then_some(())
+    })
+    .await;
+    let (ca, cb) = (a.channel().unwrap(), b.channel().unwrap());
+    assert_eq!(cb.label(), "test");
+
+    // Closing one side is seen on the other.
+    drop(a);
+    assert_ne!(ca.ready_state(), web_sys::RtcDataChannelState::Open);
+    until(10_000, || lb.borrow().iter().any(|r| matches!(r, RtcReport::Closed(_))).then_some(())).await;
+    drop(b);
+    assert_ne!(cb.ready_state(), web_sys::RtcDataChannelState::Open);
+}
