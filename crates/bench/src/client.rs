@@ -1,5 +1,7 @@
 //! An edge-protocol client session over [`WsConn`]: authentication, requests, events.
 
+use std::net::IpAddr;
+
 use signal_mesh_proto::auth::Identity;
 use signal_mesh_proto::{
     ClientMessage, Limits, RequestBody, RequestId, ResponseBody, ServerMessage, TopicId, decode_server,
@@ -22,8 +24,13 @@ pub struct Client {
 
 impl Client {
     /// Connects to `url`, answers the challenge with `identity` and waits for the Welcome.
-    pub async fn connect(url: &WsUrl, identity: &Identity, seed: u64) -> Result<Client, BenchError> {
-        let mut ws = WsConn::connect(url, seed).await?;
+    pub async fn connect(
+        url: &WsUrl,
+        source: Option<IpAddr>,
+        identity: &Identity,
+        seed: u64,
+    ) -> Result<Client, BenchError> {
+        let mut ws = WsConn::connect(url, source, seed).await?;
         let challenge = match next_message(&mut ws).await? {
             ServerMessage::Challenge(c) => c,
             other => return Err(unexpected("Challenge", &other)),

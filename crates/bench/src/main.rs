@@ -74,6 +74,10 @@ pub struct Global {
     /// Where the started node's output goes.
     #[arg(long, global = true, default_value = "target/bench-node.log")]
     node_log: PathBuf,
+    /// Spread client connections over this many source addresses 127.0.0.1.. (one address has
+    /// ~28k ephemeral ports: 100k+ clients need several).
+    #[arg(long, global = true, default_value_t = 1)]
+    source_ips: u8,
     /// Hard limit for the whole run; the watchdog stops the node and exits after it.
     #[arg(long, global = true, default_value_t = 900)]
     max_seconds: u64,
@@ -112,6 +116,8 @@ pub struct Targets {
     started: Vec<NodeProcess>,
     /// How the nodes were started, for the report.
     pub command: Option<String>,
+    /// Source addresses to spread clients over (empty: let the OS choose).
+    pub sources: Vec<std::net::IpAddr>,
 }
 
 impl Targets {
@@ -119,6 +125,11 @@ impl Targets {
     pub fn url(&self, i: u64) -> &WsUrl {
         // `urls` is never empty (checked at construction).
         &self.urls[(i % self.urls.len() as u64) as usize]
+    }
+
+    /// Source address for client `i`.
+    pub fn source(&self, i: u64) -> Option<std::net::IpAddr> {
+        (!self.sources.is_empty()).then(|| self.sources[(i % self.sources.len() as u64) as usize])
     }
 
     /// Summed CPU and memory of the measured nodes (None when no pid is known).
@@ -156,9 +167,14 @@ impl Drop for Targets {
 
 /// Starts a node (or uses the --url ones) sized for `max_connections` clients.
 pub fn targets(g: &Global, max_connections: u64) -> Result<Targets, BenchError> {
+    let sources: Vec<std::net::IpAddr> = if g.source_ips > 1 {
+        (1..=g.source_ips).map(|x| std::net::IpAddr::from([127, 0, 0, x])).collect()
+    } else {
+        Vec::new()
+    };
     if !g.urls.is_empty() {
         let urls = g.urls.iter().map(|u| WsUrl::parse(u)).collect::<Result<Vec<_>, _>>()?;
-        return Ok(Targets { urls, pids: g.node_pids.clone(), started: Vec::new(), command: None });
+        return Ok(Targets { urls, pids: g.node_pids.clone(), started: Vec::new(), command: None, sources });
     }
     let spec = NodeSpec {
         binary: g.node_bin.clone().unwrap_or_else(node::default_binary),
@@ -175,6 +191,7 @@ pub fn targets(g: &Global, max_connections: u64) -> Result<Targets, BenchError> 
         pids: vec![n.pid],
         command: Some(n.command.clone()),
         started: vec![n],
+        sources,
     })
 }
 

@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use bytes::{Buf, Bytes, BytesMut};
 use sha1::{Digest, Sha1};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 use crate::error::BenchError;
 
@@ -134,9 +134,17 @@ pub fn apply_mask(data: &mut [u8], mask: [u8; 4]) {
 }
 
 impl WsConn {
-    /// Connects and performs the opening handshake. `seed` varies the key and mask.
-    pub async fn connect(url: &WsUrl, seed: u64) -> Result<WsConn, BenchError> {
-        let stream = TcpStream::connect(url.addr).await?;
+    /// Connects (from `source`, when given) and performs the opening handshake. `seed` varies
+    /// the key and mask.
+    pub async fn connect(url: &WsUrl, source: Option<IpAddr>, seed: u64) -> Result<WsConn, BenchError> {
+        let stream = match source {
+            None => TcpStream::connect(url.addr).await?,
+            Some(ip) => {
+                let sock = if ip.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+                sock.bind(SocketAddr::new(ip, 0))?;
+                sock.connect(url.addr).await?
+            }
+        };
         stream.set_nodelay(true)?;
         let mut rng = seed | 1;
         let mut key = [0u8; 16];

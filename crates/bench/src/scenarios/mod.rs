@@ -91,12 +91,14 @@ where
         let sem = sem.clone();
         let hist = hist.clone();
         let url = targets.url(url_of(i)).clone();
+        let source = targets.source(i);
         let id = identity_of(i);
         let setup = setup.clone();
         handles.push(tokio::task::spawn_local(async move {
             let _permit = sem.acquire().await.map_err(|_| BenchError::Timeout("semaphore closed"))?;
             let t = Instant::now();
-            let c = Client::connect(&url, &id, i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xA5A5).await?;
+            let c =
+                Client::connect(&url, source, &id, i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xA5A5).await?;
             report::record(&mut hist.borrow_mut(), t.elapsed());
             setup(i, c).await
         }));
