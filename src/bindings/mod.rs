@@ -7,7 +7,7 @@ mod args;
 use js_sys::{Function, Promise};
 use wasm_bindgen::prelude::*;
 
-use crate::core::{ClientError, OpId};
+use crate::core::ClientError;
 use crate::shell::host::{self, Host, OpKind};
 use crate::shell::{Driver, now};
 
@@ -48,31 +48,27 @@ impl WasmClient {
     /// Joins a topic (`announce` defaults to true).
     pub fn join(&self, topic: JsValue, options: JsValue) -> Promise {
         let parsed = args::topic(&topic).and_then(|t| Ok((t, args::opt_bool(&options, "announce", true)?)));
-        let started = parsed.and_then(|(t, a)| self.driver.with_core(|c, now| c.join(t, a, now)));
-        self.driver.op(OpKind::Unit, started)
+        self.driver.op(OpKind::Unit, |c, now| parsed.and_then(|(t, a)| c.join(t, a, now)))
     }
 
     /// Leaves a topic.
     pub fn leave(&self, topic: JsValue) -> Promise {
-        let started = args::topic(&topic).and_then(|t| self.driver.with_core(|c, now| c.leave(t, now)));
-        self.driver.op(OpKind::Unit, started)
+        let parsed = args::topic(&topic);
+        self.driver.op(OpKind::Unit, |c, now| parsed.and_then(|t| c.leave(t, now)))
     }
 
     /// Announced peers of a topic.
     pub fn lookup(&self, topic: JsValue, options: JsValue) -> Promise {
         let parsed = args::topic(&topic).and_then(|t| Ok((t, args::opt_u32(&options, "limit")?)));
-        let started = parsed.and_then(|(t, l)| self.driver.with_core(|c, now| c.lookup(t, l, now)));
-        self.driver.op(OpKind::Peers, started)
+        self.driver.op(OpKind::Peers, |c, now| parsed.and_then(|(t, l)| c.lookup(t, l, now)))
     }
 
     /// Connects to a peer; resolves with `{ handle, peerId, pc, channel }` once the channel is open.
     pub fn connect(&self, peer: JsValue, options: JsValue) -> Promise {
         let parsed = args::peer_id(&peer).and_then(|p| Ok((p, args::opt_string(&options, "label")?)));
-        let started: Result<OpId, ClientError> = parsed.and_then(|(p, label)| {
-            let label = label.unwrap_or_else(|| "signal-mesh".to_owned());
-            self.driver.with_core(|c, now| c.connect(p, &label, now))
-        });
-        self.driver.op(OpKind::Connection, started)
+        self.driver.op(OpKind::Connection, |c, now| {
+            parsed.and_then(|(p, label)| c.connect(p, label.as_deref().unwrap_or("signal-mesh"), now))
+        })
     }
 
     /// Closes one connection (says bye to the peer).

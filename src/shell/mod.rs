@@ -125,11 +125,20 @@ impl Driver {
         r
     }
 
-    /// Registers a promise for `op` (an operation the core accepted) or rejects at once.
-    pub fn op(&self, kind: OpKind, started: Result<OpId, ClientError>) -> js_sys::Promise {
-        let p = match started {
-            Ok(op) => self.inner.borrow_mut().host.op_promise(op, kind),
-            Err(e) => host::rejected(&e),
+    /// Starts an operation with `f` and returns its promise (rejected at once when `f` fails). The
+    /// promise is registered before any output runs, so an operation that completes at once (say,
+    /// `connect` to a peer already connected) still settles it.
+    pub fn op(
+        &self,
+        kind: OpKind,
+        f: impl FnOnce(&mut Client, Millis) -> Result<OpId, ClientError>,
+    ) -> js_sys::Promise {
+        let p = {
+            let mut inner = self.inner.borrow_mut();
+            match f(&mut inner.core, now()) {
+                Ok(op) => inner.host.op_promise(op, kind),
+                Err(e) => host::rejected(&e),
+            }
         };
         self.pump();
         p
