@@ -555,6 +555,7 @@ impl Pair {
         for cmd in std::mem::take(&mut x.rtc) {
             moved = true;
             let now = x.now;
+            x.rtc_log.push(cmd.clone());
             match cmd {
                 RtcCommand::CreateOffer { handle, ice_restart } => {
                     x.c.rtc_local_description(handle, format!("offer restart={ice_restart}"), now);
@@ -574,9 +575,7 @@ impl Pair {
                     x.c.rtc_channel_open(handle, now);
                 }
                 RtcCommand::ApplyAnswer { handle, .. } => x.c.rtc_channel_open(handle, now),
-                RtcCommand::Create { .. } | RtcCommand::AddCandidate { .. } | RtcCommand::Close { .. } => {
-                    x.rtc_log.push(cmd);
-                }
+                RtcCommand::Create { .. } | RtcCommand::AddCandidate { .. } | RtcCommand::Close { .. } => {}
             }
             x.drain();
         }
@@ -709,11 +708,20 @@ fn given_ice_failure_then_one_restart_through_signaling_then_closed() {
     let hb = p.b.c.sessions.keys().copied().next().unwrap();
     p.b.c.rtc_ice_failed(hb, p.b.now);
     p.b.drain();
-    let before = p.b.rtc_log.len();
     p.run();
-    let restarted = p.a.sent.is_empty() && p.b.rtc_log.len() >= before;
-    assert!(restarted);
+    assert!(p.a.rtc_log.contains(&RtcCommand::CreateOffer { handle: ha, ice_restart: true }));
+    let applied = p.b.rtc_log.iter().filter(|c| matches!(c, RtcCommand::ApplyOffer { .. })).count();
+    assert_eq!(applied, 2, "the responder applied the first offer and the restart offer");
+    assert_eq!(p.a.rtc_log.iter().filter(|c| matches!(c, RtcCommand::ApplyAnswer { .. })).count(), 2);
     assert!(p.a.c.sessions.get(&ha).is_some(), "still connected after the restart");
+    assert!(!p.b.events.iter().any(|e| matches!(e, Event::PeerClosed { .. })));
+    // ICE is back on both sides: no deadline is left to close the connection.
+    p.a.c.rtc_ice_connected(ha, p.a.now);
+    p.b.c.rtc_ice_connected(hb, p.b.now);
+    // (Past the connect timeout, within the node's idle timeout: this scripted node never pongs.)
+    p.a.advance(20_000);
+    p.b.advance(20_000);
+    assert!(p.a.c.sessions.get(&ha).is_some() && p.b.c.sessions.get(&hb).is_some());
     // A second failure is final: both sides learn it is closed.
     p.a.c.rtc_ice_failed(ha, p.a.now);
     p.a.drain();
@@ -775,4 +783,24 @@ fn given_close_then_peers_get_bye_and_everything_pending_fails_closed() {
             .filter(|m| matches!(m, ClientMessage::Request { body: RequestBody::Signal { .. }, .. }))
             .count();
     assert_eq!(byes, 1);
+}
+
+#[test]
+fn given_an_ice_restart_that_never_reconnects_then_the_connection_is_closed_after_the_timeout() {
+    let mut p = Pair::new(41, 42);
+    let op = p.a.c.connect(p.b.peer(), "x", p.a.now).unwrap();
+    p.a.drain();
+    p.run();
+    let Some(Ok(OpResult::Connection(ha))) = p.a.op_result(op) else { panic!() };
+    p.a.c.rtc_ice_failed(ha, p.a.now);
+    p.a.drain();
+    p.run();
+    assert!(p.a.c.sessions.get(&ha).is_some());
+    p.a.advance(Config::DEFAULT_CONNECT_TIMEOUT_MS);
+    assert!(p.a.events.contains(&Event::PeerClosed { handle: ha, peer: p.b.peer() }));
+    p.run();
+    assert!(
+        p.b.events.iter().any(|e| matches!(e, Event::PeerClosed { .. })),
+        "the bye reached the other side"
+    );
 }

@@ -218,6 +218,17 @@ async fn set_remote(shared: &Shared, sdp: &str, kind: RtcSdpType) -> Result<(), 
     Ok(())
 }
 
+/// After a renegotiation ICE may simply stay connected (the other side saw the failure), and then
+/// no state change follows: report the current state so the core stops waiting for it.
+fn report_if_connected(shared: &Shared) {
+    let state = shared.pc.ice_connection_state();
+    if matches!(state, RtcIceConnectionState::Connected | RtcIceConnectionState::Completed)
+        && !shared.closed.get()
+    {
+        (shared.report)(RtcReport::IceConnected);
+    }
+}
+
 async fn exec(shared: &Shared, cmd: RtcCommand) -> Result<(), ClientError> {
     match cmd {
         RtcCommand::Create { .. } | RtcCommand::Close { .. } => {}
@@ -233,8 +244,12 @@ async fn exec(shared: &Shared, cmd: RtcCommand) -> Result<(), ClientError> {
             set_remote(shared, &sdp, RtcSdpType::Offer).await?;
             let answer = wait("createAnswer", shared.pc.create_answer()).await?;
             set_local(shared, answer, RtcSdpType::Answer).await?;
+            report_if_connected(shared);
         }
-        RtcCommand::ApplyAnswer { sdp, .. } => set_remote(shared, &sdp, RtcSdpType::Answer).await?,
+        RtcCommand::ApplyAnswer { sdp, .. } => {
+            set_remote(shared, &sdp, RtcSdpType::Answer).await?;
+            report_if_connected(shared);
+        }
         RtcCommand::AddCandidate { candidate, .. } => {
             let init = RtcIceCandidateInit::new(&candidate.candidate);
             init.set_sdp_mid(Some(&candidate.sdp_mid));
