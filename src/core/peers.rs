@@ -24,6 +24,8 @@ pub type Handle = u32;
 
 /// Most remote or local candidates held back per session.
 const MAX_HELD_CANDIDATES: usize = 64;
+/// Most peer sessions at once; further incoming offers are rejected and `connect` fails.
+pub const MAX_SESSIONS: usize = 256;
 /// Longest data channel label accepted from the application.
 pub const MAX_LABEL_BYTES: usize = 256;
 
@@ -81,6 +83,12 @@ impl Client {
                 }
             }
             return Ok(op);
+        }
+        if self.sessions.len() >= MAX_SESSIONS {
+            return Err(ClientError::new(
+                Code::Node(ErrorCode::LimitExceeded),
+                format!("at most {MAX_SESSIONS} peer connections at once"),
+            ));
         }
         let handle = self.alloc_handle();
         let id = self.rng.next_nonzero();
@@ -305,6 +313,14 @@ impl Client {
             }
             self.drop_session(h, None, ClientError::closed("replaced by a new connection from the peer"));
         } else if ice_restart {
+            return;
+        }
+        if self.sessions.len() >= MAX_SESSIONS && waiters.is_empty() {
+            let reject = PeerSignal {
+                session: id,
+                message: PeerMessage::Reject { reason: "too many connections".into() },
+            };
+            self.signal(from, reject, 0, now);
             return;
         }
         let handle = self.alloc_handle();
