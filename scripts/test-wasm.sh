@@ -12,9 +12,7 @@ ensure_chromium
 export CHROMEDRIVER=${CHROMEDRIVER:-/usr/bin/chromedriver}
 export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
 export WASM_BINDGEN_TEST_TIMEOUT=${WASM_BINDGEN_TEST_TIMEOUT:-120}
-# chromedriver runs Chromium as root here: webdriver.json adds --no-sandbox and the other flags;
-# a fresh profile directory per run keeps runs independent.
-profile=$(mktemp -d)
-trap 'rm -rf "$profile"' EXIT
-export WASM_BINDGEN_TEST_CHROME_ARGS=--user-data-dir="$profile"
+# Chromium runs as root here: webdriver.json (read from the repository root) adds --no-sandbox,
+# headless and the other flags; chromedriver gives every session a fresh temporary profile.
+export WASM_BINDGEN_TEST_WEBDRIVER_JSON=${WASM_BINDGEN_TEST_WEBDRIVER_JSON:-$PWD/webdriver.json}
 cargo test -p signal-mesh --lib --target wasm32-unknown-unknown "$@"
