@@ -78,7 +78,7 @@ pub fn options(v: &JsValue) -> Result<Options, ClientError> {
     for s in Array::from(&servers).iter() {
         let url = s.as_string().ok_or_else(|| ClientError::invalid("servers must hold strings"))?;
         if !(url.starts_with("ws://") || url.starts_with("wss://")) {
-            return Err(ClientError::invalid(format!("server {url:?} is not a ws:// or wss:// URL")));
+            return Err(ClientError::invalid(format!("server '{url}' is not a ws:// or wss:// URL")));
         }
         list.push(url);
     }

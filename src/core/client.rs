@@ -496,8 +496,8 @@ impl Client {
         if was_up {
             self.failures = 1;
             // Requests on the lost connection are sent again on the next one.
-            let mut back: Vec<(RequestId, Pending)> = self.in_flight.take_all();
-            back.sort_by_key(|(id, _)| *id);
+            // `in_flight` is in insertion order, which is request id order.
+            let back: Vec<(RequestId, Pending)> = self.in_flight.take_all();
             for (_, p) in back.into_iter().rev() {
                 if !matches!(p.purpose, Purpose::Rejoin) {
                     self.queued.push_front(p);
@@ -529,8 +529,10 @@ impl Client {
         }
         let msg = match signal_mesh_proto::decode_server(frame, MAX_SERVER_FRAME) {
             Ok(m) => m,
-            Err(e) => {
-                self.emit(Event::Error(ClientError::new(Code::Node(ErrorCode::BadRequest), e.to_string())));
+            Err(_) => {
+                let err =
+                    ClientError::new(Code::Node(ErrorCode::BadRequest), "the node sent a malformed frame");
+                self.emit(Event::Error(err));
                 return;
             }
         };
@@ -569,7 +571,7 @@ impl Client {
             self.push(Output::CloseSocket { conn });
             let err = ClientError::new(
                 Code::Node(ErrorCode::UnsupportedVersion),
-                format!("the node speaks {:?}, this client {PROTOCOL_VERSION}", c.protocol_versions),
+                format!("the node does not speak protocol version {PROTOCOL_VERSION}"),
             );
             self.link_lost(now, err);
             return;

@@ -155,6 +155,8 @@ impl Driver {
     }
 
     /// Carries out every pending output of the core, then re-arms the timer.
+    // Not inlined: every `with_core` call site would get a copy (tens of KB of wasm).
+    #[inline(never)]
     pub fn pump(&self) {
         loop {
             let out = self.inner.borrow_mut().core.poll_output();
@@ -164,6 +166,8 @@ impl Driver {
         self.arm_timer();
     }
 
+    // Not inlined: every `with_core` call site would get a copy (tens of KB of wasm).
+    #[inline(never)]
     fn arm_timer(&self) {
         let mut inner = self.inner.borrow_mut();
         let Some(at) = inner.core.poll_timeout() else {
@@ -186,6 +190,8 @@ impl Driver {
         ));
     }
 
+    // Not inlined: every `with_core` call site would get a copy (tens of KB of wasm).
+    #[inline(never)]
     fn exec(&self, out: Output) {
         match out {
             Output::OpenSocket { conn, url } => self.open_socket(conn, &url),
@@ -228,6 +234,8 @@ impl Driver {
         }
     }
 
+    // Not inlined: every `with_core` call site would get a copy (tens of KB of wasm).
+    #[inline(never)]
     fn open_socket(&self, conn: ConnId, url: &str) {
         let weak = self.weak();
         let socket = Socket::open(url, move |e| {
@@ -252,6 +260,8 @@ impl Driver {
         }
     }
 
+    // Not inlined: every `with_core` call site would get a copy (tens of KB of wasm).
+    #[inline(never)]
     fn rtc(&self, cmd: RtcCommand) {
         match cmd {
             RtcCommand::Create { handle, initiator, label } => {
@@ -299,6 +309,8 @@ impl Driver {
         }
     }
 
+    // Not inlined: every `with_core` call site would get a copy (tens of KB of wasm).
+    #[inline(never)]
     fn event(&self, e: Event) {
         match e {
             Event::OpDone { op, result } => {
