@@ -362,9 +362,7 @@ impl Client {
         let link = match &self.link {
             Link::Waiting { at } => Some(*at),
             Link::Handshake { deadline, .. } => Some(*deadline),
-            Link::Up { next_ping, last_rx, .. } => {
-                Some((*next_ping).min(last_rx + u64::from(self.limits.idle_timeout_ms)))
-            }
+            Link::Up { next_ping, last_rx, .. } => Some((*next_ping).min(last_rx + self.idle_timeout())),
             Link::Down => None,
         };
         let requests = self.in_flight.values().chain(self.queued.iter()).map(|p| p.deadline).min();
@@ -414,7 +412,7 @@ impl Client {
                 self.link_lost(now, ClientError::timeout("the node did not complete the handshake in time"));
             }
             Link::Up { conn, next_ping, last_rx } => {
-                if now >= last_rx + u64::from(self.limits.idle_timeout_ms) {
+                if now >= last_rx + self.idle_timeout() {
                     self.push(Output::CloseSocket { conn });
                     self.link_lost(now, ClientError::timeout("the node went silent"));
                 } else if now >= next_ping {
@@ -430,8 +428,17 @@ impl Client {
         self.expire_sessions(now);
     }
 
+    /// The node's idle timeout (the default when a node announces none).
+    fn idle_timeout(&self) -> u64 {
+        match self.limits.idle_timeout_ms {
+            0 => u64::from(Limits::DEFAULT_IDLE_TIMEOUT_MS),
+            ms => u64::from(ms),
+        }
+    }
+
+    /// Pings go out every third of the idle timeout.
     fn ping_interval(&self) -> u64 {
-        (u64::from(self.limits.idle_timeout_ms) / 3).max(100)
+        (self.idle_timeout() / 3).max(100)
     }
 
     fn expire_requests(&mut self, now: Millis) {
