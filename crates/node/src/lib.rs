@@ -1,1 +1,207 @@
-//! placeholder
+//! `signal-mesh-node`: the Signal Mesh signal node. Edge clients connect over a WebSocket at
+//! `/signal`, authenticate with their Ed25519 peer id, join topics, look up peers and relay
+//! signals (SDP offers, answers, ICE candidates) to each other. See `docs/protocol.md`.
+//!
+//! # Layout
+//! - [`config`]: [`Config`], every flag and its default (`--help`), also from `SIGNAL_MESH_*`.
+//! - [`identity`]: the node's Ed25519 identity and its key file.
+//! - [`session`]: the sans-IO per-connection protocol state machine ([`session::Session`]):
+//!   challenge and authentication, version check, token bucket, request validation, timeouts,
+//!   abuse detection. Input: frames and the current time. Output: an [`session::Action`].
+//! - [`directory`]: peers and topics, owned by one task ([`directory::spawn`]) and reached
+//!   through a cloneable [`directory::DirectoryHandle`]. It writes replies and events, encoded
+//!   once, into each connection's bounded outbound queue.
+//! - `gateway`: the `/signal` WebSocket endpoint, one task per connection driving a session.
+//! - `http`: `/health` (and later `/metrics`, `/status`).
+//! - `main.rs`: the binary: parse flags, set up logging, bind, print the listening line, run
+//!   until SIGINT/SIGTERM.
+//!
+//! # Running a node
+//! [`run`] serves on a bound listener until a shutdown future resolves (mini-redis style);
+//! [`Node::start`] binds `config.listen` and runs in the background, for tests and benchmarks:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), signal_mesh_node::Error> {
+//! let config = signal_mesh_node::Config::default().with_listen("127.0.0.1:0".parse().unwrap());
+//! let node = signal_mesh_node::Node::start(config).await?;
+//! println!("ws://{}/signal, node id {}", node.local_addr(), node.node_id());
+//! node.shutdown().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Driving the parts without sockets (benchmarks)
+//! - [`session::Session::new`]`(config, node_id, nonce, now)`, then
+//!   [`session::Session::handle_frame`]`(frame, now)` per encoded client frame; the returned
+//!   [`session::Action`] says what a driver would do.
+//! - [`directory::Directory::new`]`(max_topics)`, [`directory::Directory::register`] with an
+//!   [`directory::Outlet`] (a `tokio::sync::mpsc` sender of frames and a `oneshot` close
+//!   sender), then [`directory::Directory::request`]`(peer, conn, id, op)` with an
+//!   [`session::Op`] such as `Op::Signal`; the frames appear in the receivers. All synchronous:
+//!   no runtime is needed. [`directory::spawn`] runs the same thing as a task.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod directory;
+mod gateway;
+mod http;
+pub mod identity;
+pub mod session;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use signal_mesh_proto::NodeId;
+use signal_mesh_proto::auth::Identity;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, oneshot, watch};
+use tracing::{info, warn};
+
+pub use crate::config::{Config, LogFormat};
+pub use crate::identity::IdentityError;
+
+/// Capacity of the directory's inbox.
+const DIRECTORY_INBOX: usize = 8192;
+
+/// How long a shutdown waits for connections to say goodbye.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Why the node could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The node identity could not be loaded.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// Binding or serving the socket failed.
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+    /// The node task panicked or was cancelled.
+    #[error("node task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// A configured node with its identity, ready to serve.
+#[derive(Debug)]
+pub struct Node {
+    config: Config,
+    identity: Identity,
+}
+
+impl Node {
+    /// Loads (or creates) the identity named by `config.key_file`, or generates an ephemeral one.
+    pub fn new(config: Config) -> Result<Node, Error> {
+        let identity = match &config.key_file {
+            Some(path) => identity::load_or_create(path)?,
+            None => identity::generate()?,
+        };
+        Ok(Node { config, identity })
+    }
+
+    /// The node id announced in every challenge.
+    pub fn node_id(&self) -> NodeId {
+        identity::node_id(&self.identity)
+    }
+
+    /// Binds `config.listen` and serves in a background task.
+    pub async fn start(config: Config) -> Result<RunningNode, Error> {
+        let listener = TcpListener::bind(config.listen).await?;
+        let local_addr = listener.local_addr()?;
+        let node = Node::new(config)?;
+        let node_id = node.node_id();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(node.serve(listener, async move {
+            // A dropped RunningNode stops the node too.
+            let _ = stop_rx.await;
+        }));
+        Ok(RunningNode { local_addr, node_id, stop: Some(stop_tx), task })
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then says goodbye to every client
+    /// (`SHUTTING_DOWN`) and returns once they are gone (or after a grace period).
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future + Send + 'static,
+    ) -> Result<(), Error> {
+        let config = self.config;
+        let node_id = identity::node_id(&self.identity);
+        let (directory, _directory_task) =
+            directory::spawn(directory::Directory::new(config.max_topics_per_peer), DIRECTORY_INBOX);
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let max_connections = config.max_connections.max(1);
+        let connections = Arc::new(Semaphore::new(max_connections as usize));
+        let shared = Arc::new(gateway::Shared {
+            directory,
+            node_id: node_id.clone(),
+            session: config.session(),
+            queue_frames: config.outbound_queue_frames as usize,
+            connections: connections.clone(),
+            shutdown: shutdown_rx,
+            next_conn: AtomicU64::new(1),
+            read_buffer: config.ws_read_buffer_bytes as usize,
+            write_buffer: config.ws_write_buffer_bytes as usize,
+        });
+        let mut app = Router::new().route("/signal", get(gateway::upgrade)).merge(http::routes());
+        if let Some(dir) = &config.static_dir {
+            app = app.fallback_service(tower_http::services::ServeDir::new(dir));
+        }
+        let app = app.with_state(shared);
+        info!(addr = %listener.local_addr()?, %node_id, "serving /signal and /health");
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                info!("shutting down: closing client connections");
+                let _ = shutdown_tx.send(true);
+            })
+            .await?;
+        // Every connection task holds a permit until it has said goodbye.
+        match tokio::time::timeout(SHUTDOWN_GRACE, connections.acquire_many(max_connections)).await {
+            Ok(_) => info!("all connections closed"),
+            Err(_) => warn!("some connections did not close within {SHUTDOWN_GRACE:?}"),
+        }
+        Ok(())
+    }
+}
+
+/// Serves a node configured by `config` on `listener` until `shutdown` resolves.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future + Send + 'static,
+) -> Result<(), Error> {
+    Node::new(config)?.serve(listener, shutdown).await
+}
+
+/// A node serving in the background ([`Node::start`]). Dropping it stops the node too.
+#[derive(Debug)]
+pub struct RunningNode {
+    local_addr: SocketAddr,
+    node_id: NodeId,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), Error>>,
+}
+
+impl RunningNode {
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The node id in its challenges.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id.clone()
+    }
+
+    /// Stops the node gracefully and waits until it has stopped.
+    pub async fn shutdown(mut self) -> Result<(), Error> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await?
+    }
+}

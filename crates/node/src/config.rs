@@ -1,0 +1,211 @@
+//! The node's configuration: one struct, filled from command-line flags and `SIGNAL_MESH_*`
+//! environment variables, with documented defaults (see `signal-mesh-node --help`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use signal_mesh_proto::Limits;
+
+use crate::session::SessionConfig;
+
+/// Default `--listen` address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:4000";
+
+/// How logs are written to stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Plain,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Configuration of a signal node. [`Config::default`] equals the defaults of the flags.
+#[derive(Clone, Debug, PartialEq, Eq, Parser)]
+#[command(
+    name = "signal-mesh-node",
+    version,
+    about = "Signal Mesh signal node: WebRTC discovery and signaling relay"
+)]
+pub struct Config {
+    /// Address to serve the edge WebSocket (/signal) and HTTP (/health) on. Port 0 picks a free port.
+    #[arg(long, env = "SIGNAL_MESH_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+
+    /// File holding the node's Ed25519 identity seed (64 hex characters); created if missing.
+    /// Without it the node has a new identity on every start.
+    #[arg(long, env = "SIGNAL_MESH_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+
+    /// Directory of static files served at / (index.html for directories), e.g. the demo page.
+    #[arg(long, env = "SIGNAL_MESH_STATIC_DIR")]
+    pub static_dir: Option<PathBuf>,
+
+    /// Log format on stderr. The level is read from SIGNAL_MESH_LOG (e.g. "info", "debug",
+    /// "info,signal_mesh_node=debug"; default "info").
+    #[arg(long, env = "SIGNAL_MESH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
+    pub log_format: LogFormat,
+
+    /// Largest WebSocket frame accepted from a client, in bytes (larger: TOO_LARGE).
+    #[arg(long, env = "SIGNAL_MESH_MAX_FRAME_BYTES", default_value_t = Limits::DEFAULT_MAX_FRAME_BYTES)]
+    pub max_frame_bytes: u32,
+
+    /// Largest signal payload, in bytes (larger: TOO_LARGE).
+    #[arg(long, env = "SIGNAL_MESH_MAX_PAYLOAD_BYTES", default_value_t = Limits::DEFAULT_MAX_PAYLOAD_BYTES)]
+    pub max_payload_bytes: u32,
+
+    /// Most topics one peer may have joined at once (more: LIMIT_EXCEEDED).
+    #[arg(long, env = "SIGNAL_MESH_MAX_TOPICS_PER_PEER", default_value_t = Limits::DEFAULT_MAX_TOPICS_PER_PEER)]
+    pub max_topics_per_peer: u32,
+
+    /// Largest lookup page (asking for more: LIMIT_EXCEEDED).
+    #[arg(long, env = "SIGNAL_MESH_MAX_LOOKUP_PAGE", default_value_t = Limits::DEFAULT_MAX_LOOKUP_PAGE)]
+    pub max_lookup_page: u32,
+
+    /// Sustained requests per second per connection (token bucket refill; over: RATE_LIMITED).
+    #[arg(long, env = "SIGNAL_MESH_REQUESTS_PER_SECOND", default_value_t = Limits::DEFAULT_REQUESTS_PER_SECOND)]
+    pub requests_per_second: u32,
+
+    /// Token bucket size: requests a connection may send back to back.
+    #[arg(long, env = "SIGNAL_MESH_REQUEST_BURST", default_value_t = Limits::DEFAULT_REQUEST_BURST)]
+    pub request_burst: u32,
+
+    /// Close a connection that sent nothing for this many milliseconds (IDLE_TIMEOUT).
+    #[arg(long, env = "SIGNAL_MESH_IDLE_TIMEOUT_MS", default_value_t = Limits::DEFAULT_IDLE_TIMEOUT_MS)]
+    pub idle_timeout_ms: u32,
+
+    /// Most client connections at once; more are refused with OVERLOADED.
+    #[arg(long, env = "SIGNAL_MESH_MAX_CONNECTIONS", default_value_t = Limits::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: u32,
+
+    /// Frames queued for one client before it counts as a slow consumer and is disconnected
+    /// (SLOW_CONSUMER).
+    #[arg(long, env = "SIGNAL_MESH_OUTBOUND_QUEUE_FRAMES", default_value_t = Config::DEFAULT_OUTBOUND_QUEUE_FRAMES)]
+    pub outbound_queue_frames: u32,
+
+    /// Milliseconds a client has to authenticate after the challenge (then AUTH_FAILED).
+    #[arg(long, env = "SIGNAL_MESH_AUTH_TIMEOUT_MS", default_value_t = Config::DEFAULT_AUTH_TIMEOUT_MS)]
+    pub auth_timeout_ms: u32,
+
+    /// Protocol errors in a row (bad frames, rate-limited requests, ...) before a connection is
+    /// closed with POLICY_VIOLATION.
+    #[arg(long, env = "SIGNAL_MESH_MAX_CONSECUTIVE_ERRORS", default_value_t = SessionConfig::DEFAULT_MAX_CONSECUTIVE_ERRORS)]
+    pub max_consecutive_errors: u32,
+
+    /// Initial WebSocket read buffer per connection, in bytes (grows for larger frames).
+    #[arg(long, env = "SIGNAL_MESH_WS_READ_BUFFER_BYTES", default_value_t = Config::DEFAULT_WS_READ_BUFFER_BYTES)]
+    pub ws_read_buffer_bytes: u32,
+
+    /// WebSocket write buffer per connection: outgoing frames are batched up to this size.
+    #[arg(long, env = "SIGNAL_MESH_WS_WRITE_BUFFER_BYTES", default_value_t = Config::DEFAULT_WS_WRITE_BUFFER_BYTES)]
+    pub ws_write_buffer_bytes: u32,
+}
+
+impl Config {
+    /// Default [`Config::outbound_queue_frames`].
+    pub const DEFAULT_OUTBOUND_QUEUE_FRAMES: u32 = 256;
+    /// Default [`Config::auth_timeout_ms`].
+    pub const DEFAULT_AUTH_TIMEOUT_MS: u32 = 10_000;
+    /// Default [`Config::ws_read_buffer_bytes`]: enough for the control frames of an idle client.
+    pub const DEFAULT_WS_READ_BUFFER_BYTES: u32 = 2048;
+    /// Default [`Config::ws_write_buffer_bytes`].
+    pub const DEFAULT_WS_WRITE_BUFFER_BYTES: u32 = 8192;
+
+    /// The limits announced to clients.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_frame_bytes: self.max_frame_bytes,
+            max_payload_bytes: self.max_payload_bytes,
+            max_topics_per_peer: self.max_topics_per_peer,
+            max_lookup_page: self.max_lookup_page,
+            requests_per_second: self.requests_per_second,
+            request_burst: self.request_burst,
+            idle_timeout_ms: self.idle_timeout_ms,
+            max_connections: self.max_connections,
+        }
+    }
+
+    /// Sets every limit from `limits`.
+    pub fn with_limits(mut self, limits: Limits) -> Config {
+        self.max_frame_bytes = limits.max_frame_bytes;
+        self.max_payload_bytes = limits.max_payload_bytes;
+        self.max_topics_per_peer = limits.max_topics_per_peer;
+        self.max_lookup_page = limits.max_lookup_page;
+        self.requests_per_second = limits.requests_per_second;
+        self.request_burst = limits.request_burst;
+        self.idle_timeout_ms = limits.idle_timeout_ms;
+        self.max_connections = limits.max_connections;
+        self
+    }
+
+    /// Sets the listen address.
+    pub fn with_listen(mut self, listen: SocketAddr) -> Config {
+        self.listen = listen;
+        self
+    }
+
+    /// The per-session settings.
+    pub fn session(&self) -> SessionConfig {
+        SessionConfig {
+            limits: self.limits(),
+            auth_timeout: Duration::from_millis(u64::from(self.auth_timeout_ms)),
+            max_consecutive_errors: self.max_consecutive_errors,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 4000)),
+            key_file: None,
+            static_dir: None,
+            log_format: LogFormat::Plain,
+            max_frame_bytes: Limits::DEFAULT_MAX_FRAME_BYTES,
+            max_payload_bytes: Limits::DEFAULT_MAX_PAYLOAD_BYTES,
+            max_topics_per_peer: Limits::DEFAULT_MAX_TOPICS_PER_PEER,
+            max_lookup_page: Limits::DEFAULT_MAX_LOOKUP_PAGE,
+            requests_per_second: Limits::DEFAULT_REQUESTS_PER_SECOND,
+            request_burst: Limits::DEFAULT_REQUEST_BURST,
+            idle_timeout_ms: Limits::DEFAULT_IDLE_TIMEOUT_MS,
+            max_connections: Limits::DEFAULT_MAX_CONNECTIONS,
+            outbound_queue_frames: Config::DEFAULT_OUTBOUND_QUEUE_FRAMES,
+            auth_timeout_ms: Config::DEFAULT_AUTH_TIMEOUT_MS,
+            max_consecutive_errors: SessionConfig::DEFAULT_MAX_CONSECUTIVE_ERRORS,
+            ws_read_buffer_bytes: Config::DEFAULT_WS_READ_BUFFER_BYTES,
+            ws_write_buffer_bytes: Config::DEFAULT_WS_WRITE_BUFFER_BYTES,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_matches_the_flag_defaults() {
+        let parsed = Config::try_parse_from(["signal-mesh-node"]).unwrap();
+        assert_eq!(parsed, Config::default());
+        assert_eq!(parsed.limits(), Limits::default());
+    }
+
+    #[test]
+    fn flags_override_defaults() {
+        let c = Config::try_parse_from([
+            "x",
+            "--listen",
+            "127.0.0.1:0",
+            "--max-lookup-page",
+            "5",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(c.listen.port(), 0);
+        assert_eq!(c.max_lookup_page, 5);
+        assert_eq!(c.log_format, LogFormat::Json);
+    }
+}
