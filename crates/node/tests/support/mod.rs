@@ -1,0 +1,300 @@
+//! A small native test client for the edge protocol over a real WebSocket.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use signal_mesh_node::{Config, Node, RunningNode};
+use signal_mesh_proto::auth::Identity;
+use signal_mesh_proto::message::Authenticate;
+use signal_mesh_proto::{
+    Challenge, ClientMessage, ErrorCode, Event, PeerId, RequestBody, RequestId, ResponseBody, ServerMessage,
+    TopicId, Welcome, decode_server, encode_client,
+};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long any single expected frame may take.
+pub const STEP: Duration = Duration::from_secs(10);
+
+/// A config listening on a free port.
+pub fn config() -> Config {
+    Config::default().with_listen("127.0.0.1:0".parse().unwrap())
+}
+
+pub async fn start(config: Config) -> RunningNode {
+    Node::start(config).await.expect("node starts")
+}
+
+pub fn identity() -> Identity {
+    signal_mesh_node::identity::generate().unwrap()
+}
+
+pub fn topic(name: &str) -> TopicId {
+    TopicId::from_name(name).unwrap()
+}
+
+/// What the node did when it closed the connection.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Closed {
+    /// The code of the `Goodbye` frame.
+    pub goodbye: ErrorCode,
+    /// The WebSocket close code.
+    pub close_code: Option<u16>,
+}
+
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub identity: Identity,
+    pub challenge: Challenge,
+    pub welcome: Option<Welcome>,
+    next_id: RequestId,
+    /// Frames read while waiting for something else.
+    backlog: VecDeque<ServerMessage>,
+}
+
+impl Client {
+    /// Connects and reads the challenge, without authenticating.
+    pub async fn connect_raw(addr: SocketAddr, identity: Identity) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/signal")).await.expect("connect");
+        let mut c = Client {
+            ws,
+            identity,
+            challenge: Challenge {
+                protocol_versions: vec![],
+                node_id: signal_mesh_proto::NodeId::new(vec![0u8; 1]).unwrap(),
+                nonce: [0; 32],
+            },
+            welcome: None,
+            next_id: 1,
+            backlog: VecDeque::new(),
+        };
+        match c.recv().await {
+            ServerMessage::Challenge(ch) => c.challenge = ch,
+            other => panic!("expected a challenge, got {other:?}"),
+        }
+        c
+    }
+
+    /// Connects and authenticates as a new identity.
+    pub async fn connect(addr: SocketAddr) -> Client {
+        Self::connect_as(addr, identity()).await
+    }
+
+    /// Connects and authenticates as `identity`.
+    pub async fn connect_as(addr: SocketAddr, identity: Identity) -> Client {
+        let mut c = Self::connect_raw(addr, identity).await;
+        let auth = c.identity.authenticate(&c.challenge);
+        c.authenticate(auth).await;
+        match c.recv().await {
+            ServerMessage::Welcome(w) => {
+                assert_eq!(w.peer_id, c.peer());
+                c.welcome = Some(w);
+            }
+            other => panic!("expected a welcome, got {other:?}"),
+        }
+        c
+    }
+
+    pub fn peer(&self) -> PeerId {
+        self.identity.peer_id()
+    }
+
+    pub async fn authenticate(&mut self, auth: Authenticate) {
+        self.send(ClientMessage::Authenticate(auth)).await;
+    }
+
+    pub async fn send(&mut self, msg: ClientMessage) {
+        self.send_raw(encode_client(msg)).await;
+    }
+
+    pub async fn send_raw(&mut self, frame: Bytes) {
+        self.ws.send(Message::Binary(frame)).await.expect("send");
+    }
+
+    /// Queues a frame without flushing (for pipelining).
+    pub async fn feed(&mut self, msg: ClientMessage) {
+        self.ws.feed(Message::Binary(encode_client(msg))).await.expect("feed");
+    }
+
+    pub async fn flush(&mut self) {
+        self.ws.flush().await.expect("flush");
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::Text(text.into())).await.expect("send text");
+    }
+
+    /// The next frame from the node (backlog first).
+    pub async fn recv(&mut self) -> ServerMessage {
+        if let Some(m) = self.backlog.pop_front() {
+            return m;
+        }
+        self.recv_wire().await
+    }
+
+    async fn recv_wire(&mut self) -> ServerMessage {
+        loop {
+            let msg = tokio::time::timeout(STEP, self.ws.next())
+                .await
+                .expect("timed out waiting for a frame")
+                .expect("connection ended")
+                .expect("socket error");
+            match msg {
+                Message::Binary(b) => return decode_server(b, 1 << 20).expect("valid server frame"),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("unexpected WebSocket message {other:?}"),
+            }
+        }
+    }
+
+    /// Waits for the first frame matching `f`, keeping the others in the backlog.
+    pub async fn wait_for<T>(&mut self, mut f: impl FnMut(&ServerMessage) -> Option<T>) -> T {
+        if let Some(i) = self.backlog.iter().position(|m| f(m).is_some()) {
+            let m = self.backlog.remove(i).unwrap();
+            return f(&m).unwrap();
+        }
+        loop {
+            let m = self.recv_wire().await;
+            if let Some(t) = f(&m) {
+                return t;
+            }
+            self.backlog.push_back(m);
+        }
+    }
+
+    /// Sends a request and waits for its response.
+    pub async fn request(&mut self, body: RequestBody) -> ResponseBody {
+        let id = self.send_request(body).await;
+        self.response(id).await
+    }
+
+    pub async fn send_request(&mut self, body: RequestBody) -> RequestId {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send(ClientMessage::Request { id, body }).await;
+        id
+    }
+
+    pub fn take_id(&mut self) -> RequestId {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    pub async fn response(&mut self, id: RequestId) -> ResponseBody {
+        self.wait_for(|m| match m {
+            ServerMessage::Response { id: got, body } if *got == id => Some(body.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Waits for the next event.
+    pub async fn event(&mut self) -> Event {
+        self.wait_for(|m| match m {
+            ServerMessage::Event(e) => Some(e.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Waits for the next unsolicited error.
+    pub async fn error(&mut self) -> ErrorCode {
+        self.wait_for(|m| match m {
+            ServerMessage::Error { code, .. } => Some(*code),
+            _ => None,
+        })
+        .await
+    }
+
+    pub async fn join(&mut self, topic: TopicId, announce: bool) -> ResponseBody {
+        self.request(RequestBody::Join { topic, announce }).await
+    }
+
+    pub async fn leave(&mut self, topic: TopicId) -> ResponseBody {
+        self.request(RequestBody::Leave { topic }).await
+    }
+
+    pub async fn lookup(&mut self, topic: TopicId, limit: u32, cursor: Option<PeerId>) -> ResponseBody {
+        self.request(RequestBody::Lookup { topic, limit, cursor }).await
+    }
+
+    pub async fn signal(&mut self, to: PeerId, payload: &'static [u8]) -> ResponseBody {
+        self.request(RequestBody::Signal { to, payload: Bytes::from_static(payload) }).await
+    }
+
+    /// Reads until the node's `Goodbye` and close frame.
+    pub async fn closed(&mut self) -> Closed {
+        let goodbye = self
+            .wait_for(|m| match m {
+                ServerMessage::Goodbye { code, .. } => Some(*code),
+                _ => None,
+            })
+            .await;
+        let close_code = loop {
+            match tokio::time::timeout(STEP, self.ws.next()).await.expect("timed out waiting for close") {
+                Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => break None,
+            }
+        };
+        Closed { goodbye, close_code }
+    }
+
+    /// Asserts that nothing arrives within `wait`.
+    pub async fn assert_silent(&mut self, wait: Duration) {
+        assert!(self.backlog.is_empty(), "unexpected frames: {:?}", self.backlog);
+        if let Ok(Some(Ok(m))) = tokio::time::timeout(wait, self.ws.next()).await {
+            panic!("unexpected frame {m:?}");
+        }
+    }
+
+    /// Closes the WebSocket politely.
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+pub fn ok() -> ResponseBody {
+    ResponseBody::Ok
+}
+
+/// The error code of a response, if it is an error.
+pub fn code(body: &ResponseBody) -> Option<ErrorCode> {
+    match body {
+        ResponseBody::Error { code, .. } => Some(*code),
+        _ => None,
+    }
+}
+
+pub fn closed(code: ErrorCode) -> Closed {
+    Closed { goodbye: code, close_code: Some(code.close_code()) }
+}
+
+/// Connects and reads the first frame, then (if it was a goodbye) the close code.
+pub async fn refused(addr: SocketAddr) -> (ServerMessage, Option<u16>) {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/signal")).await.expect("connect");
+    let mut first = None;
+    loop {
+        match tokio::time::timeout(STEP, ws.next()).await.expect("timed out") {
+            Some(Ok(Message::Binary(b))) => {
+                let m = decode_server(b, 1 << 20).expect("valid frame");
+                if !matches!(m, ServerMessage::Goodbye { .. }) {
+                    return (m, None);
+                }
+                first = Some(m);
+            }
+            Some(Ok(Message::Close(f))) => {
+                return (first.expect("a goodbye before the close"), f.map(|f| u16::from(f.code)));
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => panic!("socket error {e}"),
+            None => panic!("closed without a close frame"),
+        }
+    }
+}
