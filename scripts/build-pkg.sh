@@ -3,8 +3,10 @@
 #   1. the wasm client (cargo, profile wasm-release: opt-level z, LTO, panic abort),
 #   2. wasm-bindgen --target web (the CLI pinned to the version in Cargo.lock),
 #   3. wasm-opt -Oz from the npm `binaryen` package when it can be installed (Debian's binaryen
-#      emits modules Chromium rejects, so it is never used),
+#      emits modules Chromium rejects, so it is never used), and terser for the JavaScript,
 #   4. pkg-template/ (package.json, README.md) + js/ (the facade) + the wasm-bindgen output.
+# SIGNAL_MESH_NO_WASM_OPT=1 / SIGNAL_MESH_NO_MINIFY=1 skip the optimizers (the package works
+# without them, only larger).
 # Idempotent; prints the sizes, raw and gzipped, at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,16 +26,18 @@ wasm=target/wasm32-unknown-unknown/wasm-release/signal_mesh.wasm
 echo "build-pkg: wasm-bindgen --target web"
 wasm-bindgen --target web --out-dir "$work" --out-name signal_mesh "$wasm"
 
-# wasm-opt from npm binaryen, installed once under target/ (skipped with SIGNAL_MESH_NO_WASM_OPT=1
-# or when npm cannot install it; the package works without it, only larger).
+# wasm-opt (npm binaryen) and terser, installed once under target/ (skipped when npm cannot
+# install them).
 binaryen_version=132.0.0
+terser_version=5.51.2
 tools=target/npm-tools
+if [ ! -x "$tools/node_modules/.bin/wasm-opt" ] || [ ! -x "$tools/node_modules/.bin/terser" ]; then
+  echo "build-pkg: installing binaryen@$binaryen_version and terser@$terser_version from npm"
+  npm install --prefix "$tools" --no-save --no-audit --no-fund \
+    "binaryen@$binaryen_version" "terser@$terser_version" >/dev/null 2>&1 ||
+    echo "build-pkg: could not install the npm tools; the package will not be optimized"
+fi
 if [ "${SIGNAL_MESH_NO_WASM_OPT:-}" != 1 ]; then
-  if [ ! -x "$tools/node_modules/.bin/wasm-opt" ]; then
-    echo "build-pkg: installing binaryen@$binaryen_version from npm (for wasm-opt)"
-    npm install --prefix "$tools" --no-save --no-audit --no-fund "binaryen@$binaryen_version" >/dev/null 2>&1 ||
-      echo "build-pkg: could not install npm binaryen; skipping wasm-opt"
-  fi
   if [ -x "$tools/node_modules/.bin/wasm-opt" ]; then
     echo "build-pkg: wasm-opt -Oz"
     "$tools/node_modules/.bin/wasm-opt" -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
@@ -47,8 +51,16 @@ echo "build-pkg: assembling $out/"
 rm -rf "$out"
 mkdir -p "$out"
 cp pkg-template/package.json pkg-template/README.md "$out/"
-cp js/index.js js/index.d.ts "$out/"
-cp "$work"/signal_mesh.js "$work"/signal_mesh.d.ts "$work"/signal_mesh_bg.wasm "$work"/signal_mesh_bg.wasm.d.ts "$out/"
+cp js/index.d.ts "$out/"
+cp "$work"/signal_mesh.d.ts "$work"/signal_mesh_bg.wasm "$work"/signal_mesh_bg.wasm.d.ts "$out/"
+for f in js/index.js "$work/signal_mesh.js"; do
+  if [ "${SIGNAL_MESH_NO_MINIFY:-}" != 1 ] && [ -x "$tools/node_modules/.bin/terser" ]; then
+    "$tools/node_modules/.bin/terser" "$f" --module --compress --mangle --keep-classnames \
+      --comments '/^!|Signal Mesh/' -o "$out/$(basename "$f")"
+  else
+    cp "$f" "$out/"
+  fi
+done
 if [ -d "$work/snippets" ]; then
   echo "build-pkg: unexpected wasm-bindgen snippets; the package lists no snippets/" >&2
   exit 1
