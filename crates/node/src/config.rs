@@ -105,8 +105,9 @@ pub struct Config {
 }
 
 impl Config {
-    /// Default [`Config::outbound_queue_frames`].
-    pub const DEFAULT_OUTBOUND_QUEUE_FRAMES: u32 = 256;
+    /// Default [`Config::outbound_queue_frames`]: room for the responses to a full request burst
+    /// plus events. Queue memory is allocated as frames arrive, not up front.
+    pub const DEFAULT_OUTBOUND_QUEUE_FRAMES: u32 = 1024;
     /// Default [`Config::auth_timeout_ms`].
     pub const DEFAULT_AUTH_TIMEOUT_MS: u32 = 10_000;
     /// Default [`Config::ws_read_buffer_bytes`]: enough for the control frames of an idle client.

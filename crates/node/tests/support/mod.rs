@@ -298,3 +298,14 @@ pub async fn refused(addr: SocketAddr) -> (ServerMessage, Option<u16>) {
         }
     }
 }
+
+/// A minimal HTTP/1.1 GET; returns the whole response.
+pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = String::new();
+    tokio::time::timeout(STEP, s.read_to_string(&mut out)).await.expect("timeout").expect("read");
+    out
+}
