@@ -78,6 +78,10 @@ pub struct Global {
     /// ~28k ephemeral ports: 100k+ clients need several).
     #[arg(long, global = true, default_value_t = 1)]
     source_ips: u8,
+    /// Diagnostic: acknowledge every read at once (TCP_QUICKACK), which hides the ~40 ms stalls
+    /// of a node without TCP_NODELAY. Not for reporting figures.
+    #[arg(long, global = true)]
+    quickack: bool,
     /// Hard limit for the whole run; the watchdog stops the node and exits after it.
     #[arg(long, global = true, default_value_t = 900)]
     max_seconds: u64,
@@ -217,6 +221,7 @@ fn run(cli: Cli) -> Result<Vec<Report>, BenchError> {
         node::pin_self(g.bench_core)?;
     }
     watchdog(Duration::from_secs(g.max_seconds));
+    ws::QUICKACK.store(g.quickack, std::sync::atomic::Ordering::Relaxed);
     let mut reports = Vec::new();
     match &cli.scenario {
         Scenario::Capacity(o) => reports.push(scenarios::capacity::run(g, o, nofile)?),

@@ -128,8 +128,8 @@ impl NodeProcess {
         let log = std::fs::File::create(&spec.log)?;
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(log.try_clone()?));
         // Keep the node's own logging quiet unless asked otherwise: logs are not what we measure.
-        if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "warn");
+        if std::env::var_os("SIGNAL_MESH_LOG").is_none() {
+            cmd.env("SIGNAL_MESH_LOG", "warn");
         }
         let command = std::iter::once(format!("{:?}", cmd.get_program()))
             .chain(cmd.get_args().map(|a| a.to_string_lossy().into_owned()))

@@ -7,6 +7,7 @@
 //! replies costs one syscall.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::{Buf, Bytes, BytesMut};
 use sha1::{Digest, Sha1};
@@ -14,6 +15,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::error::BenchError;
+
+/// Diagnostic: re-arm TCP_QUICKACK after every read, so this client acknowledges at once. A node
+/// that leaves Nagle's algorithm on (no TCP_NODELAY) stalls ~40 ms waiting for the client's
+/// delayed ACK; with this flag that stall disappears, which proves where it came from.
+pub static QUICKACK: AtomicBool = AtomicBool::new(false);
 
 /// The GUID of RFC 6455 section 1.3.
 const WS_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -323,6 +329,9 @@ impl WsConn {
             }
             if self.stream.read_buf(&mut self.rbuf).await? == 0 {
                 return Err(BenchError::Closed { code: None, reason: "TCP connection closed".into() });
+            }
+            if QUICKACK.load(Ordering::Relaxed) {
+                let _ = rustix::net::sockopt::set_tcp_quickack(&self.stream, true);
             }
         }
     }
