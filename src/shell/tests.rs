@@ -172,3 +172,56 @@ async fn two_peer_connections_negotiate_an_open_channel_through_commands() {
     drop(b);
     assert_ne!(cb.ready_state(), web_sys::RtcDataChannelState::Open);
 }
+
+/// A JavaScript function that records `emit(type, detail)` calls; keep the closure alive.
+fn recorder()
+-> (js_sys::Function, Rc<RefCell<Vec<String>>>, wasm_bindgen::closure::Closure<dyn FnMut(JsValue, JsValue)>) {
+    use wasm_bindgen::JsCast;
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let l = log.clone();
+    let c =
+        wasm_bindgen::closure::Closure::<dyn FnMut(JsValue, JsValue)>::new(move |kind: JsValue, _detail| {
+            l.borrow_mut().push(kind.as_string().unwrap_or_default());
+        });
+    (c.as_ref().unchecked_ref::<js_sys::Function>().clone(), log, c)
+}
+
+/// Against a real node when `scripts/test-wasm.sh` started one (`SIGNAL_MESH_TEST_NODE` at build
+/// time): two drivers authenticate (WebCrypto signatures the node verifies), one connects to the
+/// other through signals, and the data channel opens.
+#[wasm_bindgen_test]
+async fn two_drivers_connect_through_a_real_node() {
+    let Some(url) = option_env!("SIGNAL_MESH_TEST_NODE") else { return };
+    let options = |seed| Options {
+        servers: vec![url.to_owned()],
+        seed: Some([seed; 32]),
+        ice_servers: JsValue::UNDEFINED,
+        connect_timeout_ms: Some(10_000),
+    };
+    let accept = js_sys::Function::new_with_args("peer", "return true");
+    let (emit_a, log_a, _keep_a) = recorder();
+    let (emit_b, log_b, _keep_b) = recorder();
+    let a = Driver::start(options(11), Host::new(emit_a, accept.clone())).await.unwrap();
+    let b = Driver::start(options(12), Host::new(emit_b, accept)).await.unwrap();
+    JsFuture::from(a.started()).await.unwrap();
+    JsFuture::from(b.started()).await.unwrap();
+    assert_eq!((a.state(), b.state()), ("online", "online"));
+    let peer_b = signal_mesh_proto::PeerId::from_hex(&b.peer_id()).unwrap();
+    let conn = JsFuture::from(a.op(super::host::OpKind::Connection, |c, now| c.connect(peer_b, "t", now)))
+        .await
+        .unwrap();
+    let channel: web_sys::RtcDataChannel =
+        wasm_bindgen::JsCast::unchecked_into(js_sys::Reflect::get(&conn, &"channel".into()).unwrap());
+    assert_eq!(channel.ready_state(), web_sys::RtcDataChannelState::Open);
+    until(5000, || log_b.borrow().iter().any(|k| k == "connection").then_some(())).await;
+    assert!(log_a.borrow().iter().any(|k| k == "statechange"));
+    // An unknown peer is PEER_NOT_FOUND, not a timeout.
+    let nobody = signal_mesh_proto::PeerId::from_array([0x5a; 32]);
+    let err = JsFuture::from(a.op(super::host::OpKind::Connection, |c, now| c.connect(nobody, "t", now)))
+        .await
+        .unwrap_err();
+    let code = js_sys::Reflect::get(&err, &"code".into()).unwrap().as_string();
+    assert_eq!(code.as_deref(), Some("PEER_NOT_FOUND"));
+    a.with_core(|c, now| c.close(now));
+    b.with_core(|c, now| c.close(now));
+}
