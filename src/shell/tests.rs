@@ -173,9 +173,11 @@ async fn two_peer_connections_negotiate_an_open_channel_through_commands() {
     assert_ne!(cb.ready_state(), web_sys::RtcDataChannelState::Open);
 }
 
+type Recorder =
+    (js_sys::Function, Rc<RefCell<Vec<String>>>, wasm_bindgen::closure::Closure<dyn FnMut(JsValue, JsValue)>);
+
 /// A JavaScript function that records `emit(type, detail)` calls; keep the closure alive.
-fn recorder()
--> (js_sys::Function, Rc<RefCell<Vec<String>>>, wasm_bindgen::closure::Closure<dyn FnMut(JsValue, JsValue)>) {
+fn recorder() -> Recorder {
     use wasm_bindgen::JsCast;
     let log = Rc::new(RefCell::new(Vec::new()));
     let l = log.clone();
