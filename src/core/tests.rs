@@ -804,3 +804,78 @@ fn given_an_ice_restart_that_never_reconnects_then_the_connection_is_closed_afte
         "the bye reached the other side"
     );
 }
+
+#[test]
+fn given_connect_while_offline_then_the_offer_goes_out_after_reconnect() {
+    let mut p = Pair::new(43, 44);
+    p.a.socket_closed(None);
+    assert_eq!(p.a.c.state(), ClientState::Offline);
+    let op = p.a.c.connect(p.b.peer(), "x", p.a.now).unwrap();
+    p.a.drain();
+    Pair::step(&mut p.a, &mut p.b);
+    assert!(p.b.events.is_empty(), "nothing reaches the peer while offline");
+    p.a.advance(300);
+    p.a.online();
+    p.run();
+    assert!(matches!(p.a.op_result(op), Some(Ok(OpResult::Connection(_)))));
+}
+
+#[test]
+fn given_too_many_sessions_then_further_offers_are_rejected() {
+    let mut s = Sim::new(45, &SERVERS[..1]);
+    s.online();
+    for i in 0..peers::MAX_SESSIONS {
+        let from = PeerId::from_array([
+            (i % 251) as u8,
+            (i / 251) as u8,
+            1,
+            2,
+            3,
+            4,
+            5,
+            6,
+            7,
+            8,
+            9,
+            10,
+            11,
+            12,
+            13,
+            14,
+            15,
+            16,
+            17,
+            18,
+            19,
+            20,
+            21,
+            22,
+            23,
+            24,
+            25,
+            26,
+            27,
+            28,
+            29,
+            30,
+        ]);
+        let offer = PeerSignal {
+            session: 1,
+            message: PeerMessage::Offer { sdp: "o".into(), label: "x".into(), ice_restart: false },
+        };
+        s.node_says(ServerMessage::Event(NodeEvent::Signal { from, payload: offer.encode() }));
+    }
+    assert_eq!(s.c.sessions.len(), peers::MAX_SESSIONS);
+    s.requests();
+    let late = PeerId::from_array([0xee; 32]);
+    let offer = PeerSignal {
+        session: 9,
+        message: PeerMessage::Offer { sdp: "o".into(), label: "x".into(), ice_restart: false },
+    };
+    s.node_says(ServerMessage::Event(NodeEvent::Signal { from: late, payload: offer.encode() }));
+    let reqs = s.requests();
+    let RequestBody::Signal { to, payload } = &reqs[0].1 else { panic!("{reqs:?}") };
+    assert_eq!(*to, late);
+    assert!(matches!(PeerSignal::decode(payload.clone()).unwrap().message, PeerMessage::Reject { .. }));
+    assert_eq!(s.c.connect(late, "x", s.now).unwrap_err().code, Code::Node(ErrorCode::LimitExceeded));
+}
