@@ -163,6 +163,8 @@ describe('signal-mesh in headless Chromium, one node', { timeout: 120_000 }, () 
     }
     await expectCode('join(31-byte topic)', await a.try('join', { hex: 'ab'.repeat(31) }), BAD_INPUT_CODES);
 
+    await expectCode('lookup(limit 0)', await a.try('lookup', 'some-topic', { limit: 0 }), BAD_INPUT_CODES);
+    await expectCode('create(http:// server)', await a.try('create', { servers: [node.httpUrl] }, 'http'), BAD_INPUT_CODES);
     await expectCode('create({ servers: [] })', await a.try('create', { servers: [] }, 'empty'), BAD_INPUT_CODES);
     await expectCode('create(16-byte identity)', await a.try('create', { servers: [node.wsUrl], identityHex: '01'.repeat(16) }, 'short-id'), BAD_INPUT_CODES);
 

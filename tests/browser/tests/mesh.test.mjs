@@ -26,6 +26,10 @@ test('(2) six pages form a full mesh of data channels (15 connections)', { timeo
     assert.ok(others.every((id) => seen.includes(id)));
   }
 
+  // lookup's limit bounds the answer.
+  const limited = await pages[0].call('lookup', topic, { limit: 2 });
+  assert.equal(limited.peers.length, 2, `lookup limit 2 gave ${JSON.stringify(limited.peers)}`);
+
   // Every page connects to every page after it in the list, all at once.
   const pairs = [];
   for (let i = 0; i < N; i++) for (let j = i + 1; j < N; j++) pairs.push([i, j]);
