@@ -81,7 +81,8 @@ pub struct Directory {
     peers: HashMap<PeerId, PeerEntry>,
     topics: HashMap<TopicId, Topic>,
     max_topics_per_peer: usize,
-    /// Peers to evict once the current command is done (their queue overflowed).
+    /// Peers to evict once the current command is done (their queue overflowed). A peer may be
+    /// listed twice; the second removal finds nothing.
     evictions: Vec<PeerId>,
 }
 
@@ -147,7 +148,7 @@ impl Directory {
 
     /// Serves request `id` of `peer` on connection `conn`; the one response goes to its queue.
     pub fn request(&mut self, peer: PeerId, conn: ConnId, id: RequestId, op: Op) {
-        if !self.peers.get(&peer).is_some_and(|e| e.conn == conn) {
+        if self.peers.get(&peer).is_none_or(|e| e.conn != conn) {
             // A replaced connection's late request: it is being closed, nobody to answer.
             return;
         }
@@ -248,9 +249,7 @@ impl Directory {
         match entry.queue.try_send(frame) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {
-                if !self.evictions.contains(&peer) {
-                    self.evictions.push(peer);
-                }
+                self.evictions.push(peer);
                 false
             }
             // The connection task ended; its unregister is on the way.
@@ -268,7 +267,6 @@ impl Directory {
             }
             if let Some(entry) = self.peers.get(member)
                 && let Err(TrySendError::Full(_)) = entry.queue.try_send(frame.clone())
-                && !self.evictions.contains(member)
             {
                 self.evictions.push(*member);
             }

@@ -238,12 +238,32 @@ impl Client {
             .await;
         let close_code = loop {
             match tokio::time::timeout(STEP, self.ws.next()).await.expect("timed out waiting for close") {
-                Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+                Some(Ok(Message::Close(frame))) => {
+                    // Polling once more sends our close reply and sees the end of the stream.
+                    let _ = tokio::time::timeout(STEP, self.ws.next()).await;
+                    break frame.map(|f| u16::from(f.code));
+                }
                 Some(Ok(_)) => continue,
                 Some(Err(_)) | None => break None,
             }
         };
         Closed { goodbye, close_code }
+    }
+
+    /// Reads everything until the connection ends; returns the goodbye code if one came.
+    pub async fn drain_to_end(&mut self) -> Option<ErrorCode> {
+        let mut goodbye = None;
+        loop {
+            match tokio::time::timeout(STEP, self.ws.next()).await.expect("connection did not end") {
+                Some(Ok(Message::Binary(b))) => {
+                    if let Ok(ServerMessage::Goodbye { code, .. }) = decode_server(b, 1 << 20) {
+                        goodbye = Some(code);
+                    }
+                }
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return goodbye,
+                Some(Ok(_)) => {}
+            }
+        }
     }
 
     /// Asserts that nothing arrives within `wait`.
