@@ -181,6 +181,9 @@ impl WsConn {
             if conn.stream.read_buf(&mut conn.rbuf).await? == 0 {
                 return Err(BenchError::Handshake("connection closed during handshake".into()));
             }
+            if QUICKACK.load(Ordering::Relaxed) {
+                let _ = rustix::net::sockopt::set_tcp_quickack(&conn.stream, true);
+            }
         };
         let head = conn.rbuf.split_to(head_len);
         let head = String::from_utf8_lossy(&head);
