@@ -225,9 +225,10 @@ function onMessage(p, data) {
   if (!msg || typeof msg !== 'object') return;
   const nick = typeof msg.nick === 'string' ? msg.nick.slice(0, 24) : null;
   if (msg.t === 'hello' || msg.t === 'nick') {
-    const first = !p.nick;
+    const before = p.nick;
     p.nick = nick || `guest-${p.peerId.slice(0, 4)}`;
-    if (first && msg.t === 'hello') system(`${p.nick} is here`);
+    if (!before) system(`${p.nick} is here`);
+    else if (before !== p.nick) system(`${before} is now ${p.nick}`);
     render();
   } else if (msg.t === 'msg' && typeof msg.text === 'string') {
     if (nick) p.nick = nick;
