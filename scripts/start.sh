@@ -149,5 +149,8 @@ echo
 set +e
 wait -n "${pids[@]}"
 status=$?
+# On Ctrl-C the nodes (same process group) may exit before this shell runs its INT trap: give the
+# trap a moment so an interrupt is not reported as a node failure.
+sleep 0.3
 echo "start.sh: a node exited (status $status); see $run_dir/*.log" >&2
 exit "$status"
