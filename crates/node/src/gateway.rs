@@ -18,7 +18,7 @@ use futures_util::SinkExt;
 use signal_mesh_proto::{ErrorCode, NodeId, PeerId, ServerMessage, encode_server};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::time::{Instant, timeout};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::directory::{Close, Command, ConnId, DirectoryHandle, Outlet};
 use crate::session::{Action, Session, SessionConfig};
@@ -40,6 +40,8 @@ pub(crate) struct Shared {
     pub connections: Arc<Semaphore>,
     pub shutdown: watch::Receiver<bool>,
     pub next_conn: AtomicU64,
+    /// Connections refused with `OVERLOADED` so far.
+    pub refused: AtomicU64,
     pub read_buffer: usize,
     pub write_buffer: usize,
 }
@@ -61,7 +63,11 @@ pub(crate) async fn upgrade(State(shared): State<Arc<Shared>>, ws: WebSocketUpgr
         match permit {
             Some(permit) => connection(socket, shared, permit).await,
             None => {
-                debug!("connection refused: at the connection limit");
+                let refused = shared.refused.fetch_add(1, Ordering::Relaxed) + 1;
+                // Logged at 1, 2, 4, 8, ... refusals: visible, but no flood under overload.
+                if refused.is_power_of_two() {
+                    warn!(refused, "connection refused: at the connection limit (OVERLOADED)");
+                }
                 let mut socket = socket;
                 goodbye(&mut socket, ErrorCode::Overloaded, "the node is at its connection limit").await;
             }
@@ -111,9 +117,15 @@ async fn connection(mut ws: WebSocket, shared: Arc<Shared>, permit: OwnedSemapho
     }
     let peer = link.as_ref().map(|l| l.peer);
     match end {
-        End::Gone(why) => info!(conn, ?peer, reason = why, "connection closed by client"),
+        End::Gone(why) => debug!(conn, ?peer, reason = why, "connection closed by client"),
         End::Close(code, reason) => {
-            info!(conn, ?peer, %code, %reason, "connection closed by node");
+            // Routine closes stay at debug so that a busy node does not flood its log; closes
+            // that point at a misbehaving client or a problem are worth an operator's attention.
+            if matches!(code, ErrorCode::IdleTimeout | ErrorCode::SessionReplaced | ErrorCode::ShuttingDown) {
+                debug!(conn, ?peer, %code, %reason, "connection closed by node");
+            } else {
+                info!(conn, ?peer, %code, %reason, "connection closed by node");
+            }
             goodbye(&mut ws, code, &reason).await;
         }
     }
@@ -209,7 +221,7 @@ async fn act(
             if shared.directory.send(Command::Register { peer, outlet, welcome }).await.is_err() {
                 return Some(End::Close(ErrorCode::ShuttingDown, "the node is shutting down".into()));
             }
-            info!(conn, ?peer, "peer authenticated");
+            debug!(conn, ?peer, "peer authenticated");
             None
         }
         Action::Request { id, op } => {

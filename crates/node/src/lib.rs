@@ -143,6 +143,7 @@ impl Node {
             connections: connections.clone(),
             shutdown: shutdown_rx,
             next_conn: AtomicU64::new(1),
+            refused: AtomicU64::new(0),
             read_buffer: config.ws_read_buffer_bytes as usize,
             write_buffer: config.ws_write_buffer_bytes as usize,
         });
