@@ -18,8 +18,8 @@ before(() => suite.setup(), { timeout: 60_000 });
 afterEach(() => suite.closePages());
 after(() => suite.close());
 
-test('(3) the node restarts mid-session: clients go offline, reconnect, re-join and connect again', { timeout: 120_000 }, suite.wrap(async (t) => {
-  const node = await suite.node({ name: 'restart-node' });
+async function restartScenario(t, signal) {
+  const node = await suite.node({ name: `restart-node-${signal}` });
   const a = await onlineClient(suite, node);
   const b = await onlineClient(suite, node);
   const topic = uniqueTopic('restart');
@@ -34,7 +34,7 @@ test('(3) the node restarts mid-session: clients go offline, reconnect, re-join 
   const port = node.port;
   const marks = { a: await a.call('eventCount'), b: await b.call('eventCount') };
   const stateMarks = await Promise.all([a, b].map((p) => p.eval((T) => T.clients.get('c').states.length)));
-  await node.stop();
+  await node.stop({ signal });
   // 'offline' may be brief (the client retries at once), so look for it in the statechange history.
   for (const [k, p] of [a, b].entries()) {
     await p.waitFor((T, from) => T.clients.get('c').states.slice(from).includes('offline'), stateMarks[k], {
@@ -45,7 +45,7 @@ test('(3) the node restarts mid-session: clients go offline, reconnect, re-join 
   // The direct channel does not need the node.
   await exchange(a, b, 'while the node is down');
 
-  await node.restart({ downMs: 500 });
+  await node.restart({ signal, downMs: 500 });
   assert.equal(node.port, port, 'restarted on the same port');
   for (const p of [a, b]) {
     await p.waitFor((T) => T.state() === 'online', undefined, { timeout: 30_000, what: "state 'online' again" });
@@ -81,7 +81,12 @@ test('(3) the node restarts mid-session: clients go offline, reconnect, re-join 
   await b.waitFor((T, x) => T.connTo(x), a.peerId, { what: 'the new connection on B' });
   await exchange(a, b, 'after restart');
   await exchange(b, a, 'after restart, back');
-}));
+  await node.stop();
+}
+
+test('(3) the node restarts mid-session (SIGTERM): clients go offline, reconnect, re-join and connect again', { timeout: 120_000 }, suite.wrap((t) => restartScenario(t, 'SIGTERM')));
+
+test('(3b) the node crashes mid-session (SIGKILL) and comes back on the same port: the same recovery', { timeout: 120_000 }, suite.wrap((t) => restartScenario(t, 'SIGKILL')));
 
 test('(4) with two server URLs and the first down, the client lands on the second', { timeout: 60_000 }, suite.wrap(async () => {
   const node = await suite.node({ name: 'failover-node' });
