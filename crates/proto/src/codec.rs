@@ -7,7 +7,7 @@ use bytes::Bytes;
 use prost::Message;
 
 use crate::error::ErrorCode;
-use crate::message::{ClientMessage, ParseError, RequestId, ServerMessage};
+use crate::message::{ClientMessage, Event, ParseError, RequestId, ResponseBody, ServerMessage};
 use crate::wire;
 
 /// Why a frame could not be decoded.
@@ -77,8 +77,86 @@ pub fn encode_client(msg: ClientMessage) -> Bytes {
 }
 
 /// Encodes a server frame.
+///
+/// The two frames a node sends most — a relayed `Signal` event and a `Lookup` page — are written
+/// straight into one exactly sized buffer ([`fast`]); building the prost structs first would
+/// allocate a `Bytes` per peer id and copy each one again. Tests check that both paths produce the
+/// same bytes, so the `.proto` stays the one source of truth.
 pub fn encode_server(msg: ServerMessage) -> Bytes {
-    msg.into_wire().encode_to_vec().into()
+    match msg {
+        ServerMessage::Event(Event::Signal { from, payload }) => fast::signal_event(&from, &payload),
+        ServerMessage::Response { id, body: ResponseBody::Lookup { peers, next_cursor } } => {
+            fast::lookup_response(id, &peers, next_cursor.as_ref())
+        }
+        msg => msg.into_wire().encode_to_vec().into(),
+    }
+}
+
+/// Hand-written encoders for the hot server frames; field numbers follow `edge.proto`.
+mod fast {
+    use bytes::Bytes;
+    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+
+    use crate::ids::PeerId;
+
+    // ServerFrame.event = 4, Event.signal = 3, Signal.from = 1, Signal.payload = 2.
+    // ServerFrame.response = 3, Response.id = 1, Response.lookup = 3,
+    // LookupResult.peers = 1, LookupResult.next_cursor = 2.
+
+    /// Length of a length-delimited field with tag `tag` holding `len` bytes.
+    fn field_len(tag: u32, len: usize) -> usize {
+        key_len(tag) + encoded_len_varint(len as u64) + len
+    }
+
+    /// Length of a proto3 `bytes` field: omitted when empty.
+    fn bytes_field_len(tag: u32, len: usize) -> usize {
+        if len == 0 { 0 } else { field_len(tag, len) }
+    }
+
+    fn put_header(buf: &mut Vec<u8>, tag: u32, len: usize) {
+        encode_key(tag, WireType::LengthDelimited, buf);
+        encode_varint(len as u64, buf);
+    }
+
+    fn put_bytes(buf: &mut Vec<u8>, tag: u32, bytes: &[u8]) {
+        if !bytes.is_empty() {
+            put_header(buf, tag, bytes.len());
+            buf.extend_from_slice(bytes);
+        }
+    }
+
+    pub(super) fn signal_event(from: &PeerId, payload: &[u8]) -> Bytes {
+        let signal = field_len(1, PeerId::LEN) + bytes_field_len(2, payload.len());
+        let event = field_len(3, signal);
+        let mut buf = Vec::with_capacity(field_len(4, event));
+        put_header(&mut buf, 4, event);
+        put_header(&mut buf, 3, signal);
+        put_bytes(&mut buf, 1, from.as_bytes());
+        put_bytes(&mut buf, 2, payload);
+        buf.into()
+    }
+
+    pub(super) fn lookup_response(id: u64, peers: &[PeerId], next: Option<&PeerId>) -> Bytes {
+        let result = peers.len() * field_len(1, PeerId::LEN) + next.map_or(0, |_| field_len(2, PeerId::LEN));
+        let id_len = if id == 0 { 0 } else { key_len(1) + encoded_len_varint(id) };
+        let response = id_len + field_len(3, result);
+        let mut buf = Vec::with_capacity(field_len(3, response));
+        put_header(&mut buf, 3, response);
+        if id != 0 {
+            encode_key(1, WireType::Varint, &mut buf);
+            encode_varint(id, &mut buf);
+        }
+        put_header(&mut buf, 3, result);
+        for peer in peers {
+            // Peer ids are never empty, so this is always written (repeated bytes keep empties too).
+            put_header(&mut buf, 1, PeerId::LEN);
+            buf.extend_from_slice(peer.as_bytes());
+        }
+        if let Some(next) = next {
+            put_bytes(&mut buf, 2, next.as_bytes());
+        }
+        buf.into()
+    }
 }
 
 #[cfg(test)]
@@ -86,7 +164,7 @@ mod tests {
     use super::*;
     use crate::ids::{NodeId, PeerId, TopicId};
     use crate::limits::Limits;
-    use crate::message::{Authenticate, Challenge, Event, RequestBody, ResponseBody, Welcome};
+    use crate::message::{Authenticate, Challenge, RequestBody, Welcome};
 
     const MAX: usize = 65_536;
 
@@ -157,6 +235,28 @@ mod tests {
         server_round_trip(ServerMessage::Pong(2));
         server_round_trip(ServerMessage::Error { code: ErrorCode::BadRequest, message: "m".into() });
         server_round_trip(ServerMessage::Goodbye { code: ErrorCode::ShuttingDown, reason: "bye".into() });
+    }
+
+    #[test]
+    fn fast_encoders_match_prost_byte_for_byte() {
+        let peers: Vec<PeerId> = (0u8..=255).map(|i| PeerId::from_array([i; 32])).collect();
+        let mut cases = Vec::new();
+        for payload in [Vec::new(), b"x".to_vec(), vec![7u8; 127], vec![8u8; 128], vec![9u8; 70_000]] {
+            cases.push(ServerMessage::Event(Event::Signal { from: peers[3], payload: payload.into() }));
+        }
+        for id in [0, 1, 127, 128, u64::MAX] {
+            for n in [0, 1, 5, 256] {
+                for next_cursor in [None, Some(peers[9])] {
+                    let body = ResponseBody::Lookup { peers: peers[..n].to_vec(), next_cursor };
+                    cases.push(ServerMessage::Response { id, body });
+                }
+            }
+        }
+        for msg in cases {
+            let expected = msg.clone().into_wire().encode_to_vec();
+            assert_eq!(encode_server(msg.clone()).as_ref(), expected.as_slice(), "{msg:?}");
+            assert_eq!(decode_server(encode_server(msg.clone()), usize::MAX), Ok(msg));
+        }
     }
 
     #[test]
