@@ -10,18 +10,17 @@ use std::hint::black_box;
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use signal_mesh_node::directory::{Directory, Outlet};
+use signal_mesh_node::outbox::{OutboxReceiver, outbox};
 use signal_mesh_node::session::Op;
 use signal_mesh_proto::{PeerId, TopicId};
-use tokio::sync::{mpsc, oneshot};
 
 struct Conn {
-    rx: mpsc::Receiver<Bytes>,
-    _close: oneshot::Receiver<signal_mesh_node::directory::Close>,
+    rx: OutboxReceiver,
 }
 
 impl Conn {
     fn drain(&mut self) {
-        while self.rx.try_recv().is_ok() {}
+        while self.rx.try_recv().is_some() {}
     }
 }
 
@@ -44,11 +43,10 @@ fn populated(n: u64, per_topic: u64) -> (Directory, Vec<Conn>) {
     let mut d = Directory::new(64);
     let mut conns = Vec::with_capacity(n as usize);
     for i in 0..n {
-        let (tx, rx) = mpsc::channel(1024);
-        let (ctx, crx) = oneshot::channel();
-        d.register(peer(i), Outlet { conn: i, queue: tx, close: ctx }, Bytes::from_static(b"w"));
+        let (tx, rx) = outbox(1024);
+        d.register(peer(i), Outlet { conn: i, queue: tx }, Bytes::from_static(b"w"));
         d.request(peer(i), i, 1, Op::Join { topic: topic(i / per_topic), announce: true });
-        conns.push(Conn { rx, _close: crx });
+        conns.push(Conn { rx });
         // Keep every queue below its capacity, or the directory evicts the slow reader.
         if i % 256 == 255 {
             for c in &mut conns {
@@ -68,10 +66,9 @@ fn directory(c: &mut Criterion) {
     // One peer joins and leaves a topic of 10 announced members: 2 responses + 2 x 10 events.
     let (mut d, mut conns) = populated(10_000, 10);
     let extra = 10_000u64;
-    let (tx, rx) = mpsc::channel(1024);
-    let (ctx, crx) = oneshot::channel();
-    d.register(peer(extra), Outlet { conn: extra, queue: tx, close: ctx }, Bytes::from_static(b"w"));
-    conns.push(Conn { rx, _close: crx });
+    let (tx, rx) = outbox(1024);
+    d.register(peer(extra), Outlet { conn: extra, queue: tx }, Bytes::from_static(b"w"));
+    conns.push(Conn { rx });
     let mut id = 0u64;
     let mut t = 0u64;
     g.bench_function("join_leave/topic_of_10/10k_peers", |b| {
@@ -102,12 +99,12 @@ fn directory(c: &mut Criterion) {
         b.iter(|| big.lookup(black_box(topic(0)), 256, black_box(cursor)))
     });
     // The whole request path for a lookup: serve it and encode the 256-peer page into the queue.
-    let (mut big, mut big_conns) = (big, _big_conns);
+    let (mut big, big_conns) = (big, _big_conns);
     g.bench_function("lookup_request/page_256_encoded", |b| {
         b.iter(|| {
             big.request(peer(1), 1, 9, Op::Lookup { topic: topic(0), limit: 256, cursor: None });
             // The page must really have been queued (an evicted peer would get nothing).
-            assert!(big_conns[1].rx.try_recv().is_ok());
+            assert!(big_conns[1].rx.try_recv().is_some());
         })
     });
 
@@ -117,15 +114,14 @@ fn directory(c: &mut Criterion) {
     g.bench_function("register_join_unregister/topic_of_10", |b| {
         b.iter(|| {
             next += 1;
-            let (tx, mut rx) = mpsc::channel(16);
-            let (ctx, _crx) = oneshot::channel();
-            d2.register(peer(next), Outlet { conn: next, queue: tx, close: ctx }, Bytes::from_static(b"w"));
+            let (tx, rx) = outbox(16);
+            d2.register(peer(next), Outlet { conn: next, queue: tx }, Bytes::from_static(b"w"));
             d2.request(peer(next), next, 1, Op::Join { topic: topic(3), announce: true });
             d2.unregister(peer(next), next);
             for c in &mut conns2[30..40] {
                 c.drain();
             }
-            while rx.try_recv().is_ok() {}
+            while rx.try_recv().is_some() {}
         })
     });
     g.finish();

@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use signal_mesh_node::directory::{self, Command, Directory, Outlet};
+use signal_mesh_node::outbox::outbox;
 use signal_mesh_node::session::{Action, Session, SessionConfig};
 use signal_mesh_proto::auth::Identity;
 use signal_mesh_proto::{
     ClientMessage, NodeId, PeerId, RequestBody, ServerMessage, encode_client, encode_server,
 };
-use tokio::sync::{mpsc, oneshot};
 
 const PAYLOAD: usize = 1024;
 
@@ -50,14 +50,12 @@ fn routing(c: &mut Criterion) {
     let mut session = authenticated_session(&a, now);
 
     let mut d = Directory::new(64);
-    let (txa, mut rxa) = mpsc::channel(1024);
-    let (txb, mut rxb) = mpsc::channel(1024);
-    let (ca, _cra) = oneshot::channel();
-    let (cb, _crb) = oneshot::channel();
-    d.register(pa, Outlet { conn: 1, queue: txa, close: ca }, Bytes::from_static(b"w"));
-    d.register(pb, Outlet { conn: 2, queue: txb, close: cb }, Bytes::from_static(b"w"));
-    while rxa.try_recv().is_ok() {}
-    while rxb.try_recv().is_ok() {}
+    let (txa, rxa) = outbox(1024);
+    let (txb, rxb) = outbox(1024);
+    d.register(pa, Outlet { conn: 1, queue: txa }, Bytes::from_static(b"w"));
+    d.register(pb, Outlet { conn: 2, queue: txb }, Bytes::from_static(b"w"));
+    while rxa.try_recv().is_some() {}
+    while rxb.try_recv().is_some() {}
 
     let mut g = c.benchmark_group("signal_1k");
     g.throughput(Throughput::Elements(1));
@@ -80,16 +78,14 @@ fn routing(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap_or_else(|e| unreachable!("a runtime builds: {e}"));
-    let (handle, mut rxa2, mut rxb2, _closes) = rt.block_on(async {
+    let (handle, rxa2, rxb2) = rt.block_on(async {
         let mut d = Directory::new(64);
-        let (txa, rxa) = mpsc::channel(1024);
-        let (txb, rxb) = mpsc::channel(1024);
-        let (ca, cra) = oneshot::channel();
-        let (cb, crb) = oneshot::channel();
-        d.register(pa, Outlet { conn: 1, queue: txa, close: ca }, Bytes::from_static(b"w"));
-        d.register(pb, Outlet { conn: 2, queue: txb, close: cb }, Bytes::from_static(b"w"));
+        let (txa, rxa) = outbox(1024);
+        let (txb, rxb) = outbox(1024);
+        d.register(pa, Outlet { conn: 1, queue: txa }, Bytes::from_static(b"w"));
+        d.register(pb, Outlet { conn: 2, queue: txb }, Bytes::from_static(b"w"));
         let (handle, _task) = directory::spawn(d, 1024);
-        (handle, rxa, rxb, (cra, crb))
+        (handle, rxa, rxb)
     });
     rt.block_on(async {
         let _ = rxa2.recv().await;

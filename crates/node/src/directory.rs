@@ -25,6 +25,7 @@ use signal_mesh_proto::{
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::outbox::{OutboxSender, PushError};
 use crate::session::Op;
 
 /// Identifies one connection (peer ids repeat across reconnects; connection ids do not).
@@ -44,18 +45,16 @@ pub struct Close {
 pub struct Outlet {
     /// The connection.
     pub conn: ConnId,
-    /// Its bounded outbound queue of encoded frames.
-    pub queue: mpsc::Sender<Bytes>,
-    /// Fired when the directory closes the connection (replaced, slow consumer).
-    pub close: oneshot::Sender<Close>,
+    /// Its bounded outbound queue of encoded frames, which also carries the close signal
+    /// (replaced, slow consumer).
+    pub queue: OutboxSender,
 }
 
 /// One registered peer.
 #[derive(Debug)]
 struct PeerEntry {
     conn: ConnId,
-    queue: mpsc::Sender<Bytes>,
-    close: Option<oneshot::Sender<Close>>,
+    queue: OutboxSender,
     /// Joined topics and whether the peer announces itself in each.
     topics: HashMap<TopicId, bool>,
 }
@@ -109,22 +108,15 @@ impl Directory {
     pub fn register(&mut self, peer: PeerId, outlet: Outlet, welcome: Bytes) -> bool {
         // A fresh queue has room for the welcome; a failure means the connection is already gone.
         let _ = outlet.queue.try_send(welcome);
-        let mut entry = PeerEntry {
-            conn: outlet.conn,
-            queue: outlet.queue,
-            close: Some(outlet.close),
-            topics: HashMap::new(),
-        };
+        let mut entry = PeerEntry { conn: outlet.conn, queue: outlet.queue, topics: HashMap::new() };
         let replaced = match self.peers.entry(peer) {
             Entry::Occupied(mut o) => {
                 let old = o.get_mut();
                 entry.topics = std::mem::take(&mut old.topics);
-                if let Some(close) = old.close.take() {
-                    let _ = close.send(Close {
-                        code: ErrorCode::SessionReplaced,
-                        reason: "a newer connection with the same peer id replaced this one",
-                    });
-                }
+                old.queue.close(Close {
+                    code: ErrorCode::SessionReplaced,
+                    reason: "a newer connection with the same peer id replaced this one",
+                });
                 o.insert(entry);
                 true
             }
@@ -248,12 +240,12 @@ impl Directory {
         let Some(entry) = self.peers.get(&peer) else { return false };
         match entry.queue.try_send(frame) {
             Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
+            Err(PushError::Full) => {
                 self.evictions.push(peer);
                 false
             }
-            // The connection task ended; its unregister is on the way.
-            Err(TrySendError::Closed(_)) => false,
+            // The connection task ended or is closing; its unregister is on the way.
+            Err(PushError::Closed) => false,
         }
     }
 
@@ -266,25 +258,25 @@ impl Directory {
                 continue;
             }
             if let Some(entry) = self.peers.get(member)
-                && let Err(TrySendError::Full(_)) = entry.queue.try_send(frame.clone())
+                && let Err(PushError::Full) = entry.queue.try_send(frame.clone())
             {
                 self.evictions.push(*member);
             }
         }
     }
 
-    fn remove(&mut self, peer: PeerId) -> Option<oneshot::Sender<Close>> {
+    fn remove(&mut self, peer: PeerId) -> Option<OutboxSender> {
         let mut entry = self.peers.remove(&peer)?;
         for (topic, announced) in entry.topics.drain() {
             self.leave_topic(peer, topic, announced);
         }
-        entry.close.take()
+        Some(entry.queue)
     }
 
     fn run_evictions(&mut self) {
         while let Some(peer) = self.evictions.pop() {
-            if let Some(close) = self.remove(peer) {
-                let _ = close.send(Close {
+            if let Some(queue) = self.remove(peer) {
+                queue.close(Close {
                     code: ErrorCode::SlowConsumer,
                     reason: "outbound queue overflowed: the client does not read fast enough",
                 });
@@ -368,6 +360,13 @@ impl DirectoryHandle {
         self.tx.send(command).await.map_err(|_| DirectoryClosed)
     }
 
+    /// Sends a command if the inbox has room, without waiting (a full inbox hands the command
+    /// back, for [`DirectoryHandle::send`]).
+    #[allow(clippy::result_large_err)]
+    pub fn try_send(&self, command: Command) -> Result<(), TrySendError<Command>> {
+        self.tx.try_send(command)
+    }
+
     /// Current counts.
     pub async fn stats(&self) -> Result<Stats, DirectoryClosed> {
         let (tx, rx) = oneshot::channel();
@@ -399,16 +398,16 @@ mod tests {
     use signal_mesh_proto::{ServerMessage, decode_server};
 
     use super::*;
+    use crate::outbox::{OutboxReceiver, outbox};
 
     struct Conn {
-        rx: mpsc::Receiver<Bytes>,
-        close: oneshot::Receiver<Close>,
+        rx: OutboxReceiver,
     }
 
     impl Conn {
         fn frames(&mut self) -> Vec<ServerMessage> {
             let mut out = Vec::new();
-            while let Ok(f) = self.rx.try_recv() {
+            while let Some(f) = self.rx.try_recv() {
                 out.push(decode_server(f, 1 << 20).unwrap());
             }
             out
@@ -424,10 +423,9 @@ mod tests {
     }
 
     fn connect(d: &mut Directory, p: PeerId, conn: ConnId, queue: usize) -> Conn {
-        let (tx, rx) = mpsc::channel(queue);
-        let (ctx, crx) = oneshot::channel();
-        d.register(p, Outlet { conn, queue: tx, close: ctx }, Bytes::from_static(b""));
-        let mut c = Conn { rx, close: crx };
+        let (tx, rx) = outbox(queue);
+        d.register(p, Outlet { conn, queue: tx }, Bytes::from_static(b""));
+        let c = Conn { rx };
         let _welcome = c.rx.try_recv().unwrap();
         c
     }
@@ -526,7 +524,7 @@ mod tests {
         d.request(peer(2), 2, 1, Op::Join { topic: topic(), announce: true });
         other.frames();
         let mut new = connect(&mut d, peer(1), 7, 16);
-        assert_eq!(old.close.try_recv().map(|c| c.code), Ok(ErrorCode::SessionReplaced));
+        assert_eq!(old.rx.close_reason().map(|c| c.code), Some(ErrorCode::SessionReplaced));
         // The old connection's late unregister and requests do nothing.
         d.unregister(peer(1), 1);
         d.request(peer(1), 1, 9, Op::Leave { topic: topic() });
@@ -546,13 +544,13 @@ mod tests {
     fn given_a_full_queue_then_the_peer_is_evicted_as_slow_consumer() {
         let mut d = Directory::new(8);
         let mut a = connect(&mut d, peer(1), 1, 64);
-        let mut slow = connect(&mut d, peer(2), 2, 2);
+        let slow = connect(&mut d, peer(2), 2, 2);
         d.request(peer(1), 1, 1, Op::Join { topic: topic(), announce: true });
         d.request(peer(2), 2, 1, Op::Join { topic: topic(), announce: true });
         for id in 2..6 {
             d.request(peer(1), 1, id, Op::Signal { to: peer(2), payload: Bytes::from_static(b"x") });
         }
-        assert_eq!(slow.close.try_recv().map(|c| c.code), Ok(ErrorCode::SlowConsumer));
+        assert_eq!(slow.rx.close_reason().map(|c| c.code), Some(ErrorCode::SlowConsumer));
         let frames = a.frames();
         assert!(frames.contains(&ServerMessage::Event(Event::PeerLeft { topic: topic(), peer: peer(2) })));
         assert!(matches!(

@@ -16,12 +16,14 @@ use axum::response::Response;
 use bytes::Bytes;
 use futures_util::SinkExt;
 use signal_mesh_proto::{ErrorCode, NodeId, PeerId, ServerMessage, encode_server};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::{Instant, timeout};
 use tracing::{debug, info, warn};
 
-use crate::directory::{Close, Command, ConnId, DirectoryHandle, Outlet};
+use crate::directory::{Command, ConnId, DirectoryHandle, Outlet};
+use crate::outbox::{OutboxReceiver, Received, outbox};
 use crate::session::{Action, Session, SessionConfig};
+use tokio::sync::mpsc::error::TrySendError;
 
 /// How long the node tries to deliver its `Goodbye` and close frame, and waits for the client's
 /// close reply, before dropping the connection.
@@ -69,7 +71,8 @@ pub(crate) async fn upgrade(State(shared): State<Arc<Shared>>, ws: WebSocketUpgr
                     warn!(refused, "connection refused: at the connection limit (OVERLOADED)");
                 }
                 let mut socket = socket;
-                goodbye(&mut socket, ErrorCode::Overloaded, "the node is at its connection limit").await;
+                Box::pin(goodbye(&mut socket, ErrorCode::Overloaded, "the node is at its connection limit"))
+                    .await;
             }
         }
     })
@@ -86,34 +89,36 @@ enum End {
 /// The peer's link to the directory once authenticated.
 struct Link {
     peer: PeerId,
-    queue: mpsc::Receiver<Bytes>,
+    queue: OutboxReceiver,
 }
 
 async fn connection(mut ws: WebSocket, shared: Arc<Shared>, permit: OwnedSemaphorePermit) {
     let conn: ConnId = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let mut shutdown = shared.shutdown.clone();
     if *shutdown.borrow_and_update() {
-        goodbye(&mut ws, ErrorCode::ShuttingDown, "the node is shutting down").await;
+        Box::pin(goodbye(&mut ws, ErrorCode::ShuttingDown, "the node is shutting down")).await;
         return;
     }
     let mut nonce = [0u8; signal_mesh_proto::auth::NONCE_LEN];
     if getrandom::fill(&mut nonce).is_err() {
-        goodbye(&mut ws, ErrorCode::Internal, "no randomness for the challenge").await;
+        Box::pin(goodbye(&mut ws, ErrorCode::Internal, "no randomness for the challenge")).await;
         return;
     }
     debug!(conn, "connection accepted");
     let mut session = Session::new(shared.session, shared.node_id.clone(), nonce, Instant::now().into_std());
     let mut link: Option<Link> = None;
-    let mut closed: Option<oneshot::Receiver<Close>> = None;
 
     let end = if ws.send(Message::Binary(encode_server(session.challenge()))).await.is_err() {
         End::Gone("socket error")
     } else {
-        serve(&mut ws, &shared, conn, &mut session, &mut link, &mut closed, &mut shutdown).await
+        serve(&mut ws, &shared, conn, &mut session, &mut link, &mut shutdown).await
     };
 
     if let Some(link) = &link {
-        let _ = shared.directory.send(Command::Unregister { peer: link.peer, conn }).await;
+        let command = Command::Unregister { peer: link.peer, conn };
+        if let Err(TrySendError::Full(command)) = shared.directory.try_send(command) {
+            let _ = Box::pin(shared.directory.send(command)).await;
+        }
     }
     let peer = link.as_ref().map(|l| l.peer);
     match end {
@@ -126,7 +131,7 @@ async fn connection(mut ws: WebSocket, shared: Arc<Shared>, permit: OwnedSemapho
             } else {
                 info!(conn, ?peer, %code, %reason, "connection closed by node");
             }
-            goodbye(&mut ws, code, &reason).await;
+            Box::pin(goodbye(&mut ws, code, &reason)).await;
         }
     }
     drop(permit);
@@ -138,7 +143,6 @@ async fn serve(
     conn: ConnId,
     session: &mut Session,
     link: &mut Option<Link>,
-    closed: &mut Option<oneshot::Receiver<Close>>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> End {
     let sleep = tokio::time::sleep_until(session.deadline().into());
@@ -149,9 +153,6 @@ async fn serve(
             _ = shutdown.changed() => {
                 return End::Close(ErrorCode::ShuttingDown, "the node is shutting down".into());
             }
-            close = recv_close(closed) => {
-                return End::Close(close.code, close.reason.into());
-            }
             () = &mut sleep => {
                 let now = Instant::now();
                 if let Action::Close { code, reason, .. } = session.handle_timeout(now.into_std()) {
@@ -159,14 +160,21 @@ async fn serve(
                 }
                 sleep.as_mut().reset(session.deadline().into());
             }
-            frame = recv_queue(link) => {
-                let Some(frame) = frame else {
-                    return End::Close(ErrorCode::Internal, "the directory dropped this connection".into());
+            received = recv_queue(link) => {
+                let frame = match received {
+                    Received::Frame(frame) => frame,
+                    Received::Close(close) => return End::Close(close.code, close.reason.into()),
+                    Received::Gone => {
+                        return End::Close(ErrorCode::Internal, "the directory dropped this connection".into());
+                    }
                 };
+                let Some(queue) = link.as_ref().map(|l| &l.queue) else { continue };
+                // A client that stops reading blocks the write; the directory's close (slow
+                // consumer, replaced) still gets through.
                 let written = tokio::select! {
                     biased;
-                    close = recv_close(closed) => return End::Close(close.code, close.reason.into()),
-                    r = write_batch(ws, frame, link) => r,
+                    close = queue.closed() => return End::Close(close.code, close.reason.into()),
+                    r = write_batch(ws, frame, queue) => r,
                 };
                 if written.is_err() {
                     return End::Gone("socket error while writing");
@@ -185,57 +193,68 @@ async fn serve(
                     }
                     Some(Ok(Message::Close(_))) => return End::Gone("client sent close"),
                 };
-                if let Some(end) = act(ws, shared, conn, session, link, closed, action).await {
-                    return end;
+                // Deciding is synchronous; only the one write (or a wait for a full directory
+                // inbox, boxed) is awaited, which keeps this future small.
+                match act(shared, conn, session, link, action) {
+                    Step::None => {}
+                    Step::Write(frame) => {
+                        if ws.send(Message::Binary(frame)).await.is_err() {
+                            return End::Gone("socket error while writing");
+                        }
+                    }
+                    Step::Directory(command) => {
+                        if Box::pin(shared.directory.send(command)).await.is_err() {
+                            return End::Close(ErrorCode::ShuttingDown, "the node is shutting down".into());
+                        }
+                    }
+                    Step::End(last, end) => {
+                        if let Some(frame) = last {
+                            let _ = ws.feed(Message::Binary(frame)).await;
+                        }
+                        return end;
+                    }
                 }
             }
         }
     }
 }
 
-/// Carries out one session action; `Some` ends the connection.
-async fn act(
-    ws: &mut WebSocket,
-    shared: &Shared,
-    conn: ConnId,
-    session: &Session,
-    link: &mut Option<Link>,
-    closed: &mut Option<oneshot::Receiver<Close>>,
-    action: Action,
-) -> Option<End> {
-    match action {
-        Action::None => None,
-        Action::Send(msg) => {
-            if ws.send(Message::Binary(encode_server(msg))).await.is_err() {
-                return Some(End::Gone("socket error while writing"));
-            }
-            None
+/// What the connection task must await after an action.
+enum Step {
+    None,
+    /// Write this frame.
+    Write(Bytes),
+    /// The directory's inbox is full: wait to hand it this command.
+    Directory(Command),
+    /// Write this last frame (if any), then close.
+    End(Option<Bytes>, End),
+}
+
+/// Carries out the synchronous part of one session action.
+fn act(shared: &Shared, conn: ConnId, session: &Session, link: &mut Option<Link>, action: Action) -> Step {
+    let command = match action {
+        Action::None => return Step::None,
+        Action::Send(msg) => return Step::Write(encode_server(msg)),
+        Action::Close { reply, code, reason } => {
+            return Step::End(reply.map(encode_server), End::Close(code, reason));
         }
         Action::Authenticated(peer) => {
-            let (queue_tx, queue_rx) = mpsc::channel(shared.queue_frames.max(2));
-            let (close_tx, close_rx) = oneshot::channel();
+            let (queue_tx, queue_rx) = outbox(shared.queue_frames.max(2));
             let welcome = encode_server(session.welcome(peer));
-            let outlet = Outlet { conn, queue: queue_tx, close: close_tx };
             *link = Some(Link { peer, queue: queue_rx });
-            *closed = Some(close_rx);
-            if shared.directory.send(Command::Register { peer, outlet, welcome }).await.is_err() {
-                return Some(End::Close(ErrorCode::ShuttingDown, "the node is shutting down".into()));
-            }
             debug!(conn, ?peer, "peer authenticated");
-            None
+            Command::Register { peer, outlet: Outlet { conn, queue: queue_tx }, welcome }
         }
         Action::Request { id, op } => {
-            let peer = link.as_ref().map(|l| l.peer)?;
-            if shared.directory.send(Command::Request { peer, conn, id, op }).await.is_err() {
-                return Some(End::Close(ErrorCode::ShuttingDown, "the node is shutting down".into()));
-            }
-            None
+            let Some(peer) = link.as_ref().map(|l| l.peer) else { return Step::None };
+            Command::Request { peer, conn, id, op }
         }
-        Action::Close { reply, code, reason } => {
-            if let Some(reply) = reply {
-                let _ = ws.feed(Message::Binary(encode_server(reply))).await;
-            }
-            Some(End::Close(code, reason))
+    };
+    match shared.directory.try_send(command) {
+        Ok(()) => Step::None,
+        Err(TrySendError::Full(command)) => Step::Directory(command),
+        Err(TrySendError::Closed(_)) => {
+            Step::End(None, End::Close(ErrorCode::ShuttingDown, "the node is shutting down".into()))
         }
     }
 }
@@ -252,21 +271,7 @@ fn read_error(e: axum::Error) -> End {
     }
 }
 
-async fn recv_close(closed: &mut Option<oneshot::Receiver<Close>>) -> Close {
-    match closed {
-        Some(rx) => match rx.await {
-            Ok(close) => close,
-            // The directory dropped the sender without a reason: it is gone.
-            Err(_) => {
-                *closed = None;
-                Close { code: ErrorCode::ShuttingDown, reason: "the node is shutting down" }
-            }
-        },
-        None => std::future::pending().await,
-    }
-}
-
-async fn recv_queue(link: &mut Option<Link>) -> Option<Bytes> {
+async fn recv_queue(link: &Option<Link>) -> Received {
     match link {
         Some(l) => l.queue.recv().await,
         None => std::future::pending().await,
@@ -274,14 +279,12 @@ async fn recv_queue(link: &mut Option<Link>) -> Option<Bytes> {
 }
 
 /// Feeds `first` and whatever else is queued (up to [`MAX_BATCH`]), then flushes once.
-async fn write_batch(ws: &mut WebSocket, first: Bytes, link: &mut Option<Link>) -> Result<(), axum::Error> {
+async fn write_batch(ws: &mut WebSocket, first: Bytes, queue: &OutboxReceiver) -> Result<(), axum::Error> {
     ws.feed(Message::Binary(first)).await?;
-    if let Some(l) = link {
-        for _ in 1..MAX_BATCH {
-            match l.queue.try_recv() {
-                Ok(frame) => ws.feed(Message::Binary(frame)).await?,
-                Err(_) => break,
-            }
+    for _ in 1..MAX_BATCH {
+        match queue.try_recv() {
+            Some(frame) => ws.feed(Message::Binary(frame)).await?,
+            None => break,
         }
     }
     ws.flush().await

@@ -11,6 +11,7 @@
 //! - [`directory`]: peers and topics, owned by one task ([`directory::spawn`]) and reached
 //!   through a cloneable [`directory::DirectoryHandle`]. It writes replies and events, encoded
 //!   once, into each connection's bounded outbound queue.
+//! - [`outbox`]: a connection's bounded outbound queue of encoded frames plus its close signal.
 //! - `gateway`: the `/signal` WebSocket endpoint, one task per connection driving a session.
 //! - `http`: `/health` (and later `/metrics`, `/status`).
 //! - `main.rs`: the binary: parse flags, set up logging, bind, print the listening line, run
@@ -34,8 +35,7 @@
 //!   [`session::Session::handle_frame`]`(frame, now)` per encoded client frame; the returned
 //!   [`session::Action`] says what a driver would do.
 //! - [`directory::Directory::new`]`(max_topics)`, [`directory::Directory::register`] with an
-//!   [`directory::Outlet`] (a `tokio::sync::mpsc` sender of frames and a `oneshot` close
-//!   sender), then [`directory::Directory::request`]`(peer, conn, id, op)` with an
+//!   [`directory::Outlet`] (the sending end of an [`outbox::outbox`] queue), then [`directory::Directory::request`]`(peer, conn, id, op)` with an
 //!   [`session::Op`] such as `Op::Signal`; the frames appear in the receivers. All synchronous:
 //!   no runtime is needed. [`directory::spawn`] runs the same thing as a task.
 #![forbid(unsafe_code)]
@@ -45,6 +45,7 @@ pub mod directory;
 mod gateway;
 mod http;
 pub mod identity;
+pub mod outbox;
 pub mod session;
 
 use std::future::Future;
@@ -55,6 +56,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use signal_mesh_proto::NodeId;
 use signal_mesh_proto::auth::Identity;
 use tokio::net::TcpListener;
@@ -153,6 +155,11 @@ impl Node {
         }
         let app = app.with_state(shared);
         info!(addr = %listener.local_addr()?, %node_id, "serving /signal and /health");
+        // Signaling is small frames both ways: without TCP_NODELAY, Nagle holds a second small
+        // write (the challenge after the 101, an event after a response) for the peer's delayed ACK.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 shutdown.await;

@@ -167,9 +167,10 @@ async fn a_client_that_does_not_read_is_disconnected_as_slow_consumer() {
     let payload = Bytes::from(vec![1u8; 30_000]);
     // `slow` reads nothing from here on; the sender keeps sending until the node gives up on it.
     let mut evicted = false;
-    for _ in 0..400 {
+    // Batches stay well under the queue size: the sender's own responses use its queue too.
+    for _ in 0..2000 {
         let mut ids = Vec::new();
-        for _ in 0..16 {
+        for _ in 0..4 {
             let id = sender.take_id();
             ids.push(id);
             sender
