@@ -26,6 +26,8 @@ async fn a_signed_challenge_is_welcomed_with_the_limits() {
     // Nonces are fresh per connection.
     let other = Client::connect_raw(node.local_addr(), identity()).await;
     assert_ne!(other.challenge.nonce, c.challenge.nonce);
+    c.close().await;
+    other.close().await;
     node.shutdown().await.unwrap();
 }
 

@@ -324,3 +324,22 @@ async fn two_hundred_clients_discover_each_other_and_exchange_signals() {
     .expect("200 clients finished in time");
     assert_eq!(all, N * (N - 1));
 }
+
+#[tokio::test]
+async fn a_static_dir_is_served_at_the_root_next_to_the_endpoints() {
+    let dir = std::env::temp_dir().join(format!("signal-mesh-node-static-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("index.html"), "<h1>demo</h1>").unwrap();
+    let mut cfg = config();
+    cfg.static_dir = Some(dir.clone());
+    let node = start(cfg).await;
+    let page = support::http_get(node.local_addr(), "/").await;
+    assert!(page.starts_with("HTTP/1.1 200") && page.ends_with("<h1>demo</h1>"), "{page}");
+    let health = support::http_get(node.local_addr(), "/health").await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let missing = support::http_get(node.local_addr(), "/nope.js").await;
+    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+    let mut c = Client::connect(node.local_addr()).await;
+    assert_eq!(c.signal(c.peer(), b"x").await, ok());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
