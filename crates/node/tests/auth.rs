@@ -90,7 +90,7 @@ async fn requests_before_auth_are_not_authenticated_and_the_connection_stays() {
 #[tokio::test]
 async fn authentication_must_complete_within_the_timeout() {
     let mut cfg = config();
-    cfg.auth_timeout_ms = 200;
+    cfg.auth_timeout_ms = 1000;
     let node = start(cfg).await;
     let mut c = Client::connect_raw(node.local_addr(), identity()).await;
     // Pings keep the connection active but do not extend the authentication deadline.

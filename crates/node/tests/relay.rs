@@ -214,7 +214,7 @@ async fn a_disconnect_leaves_every_topic() {
 #[tokio::test]
 async fn an_idle_connection_is_closed_and_pings_keep_one_alive() {
     let mut cfg = config();
-    cfg.idle_timeout_ms = 400;
+    cfg.idle_timeout_ms = 1000;
     let node = start(cfg).await;
     let addr = node.local_addr();
     let t = topic("idle");
@@ -223,20 +223,21 @@ async fn an_idle_connection_is_closed_and_pings_keep_one_alive() {
     assert_eq!(idle.join(t, true).await, ok());
     assert_eq!(alive.join(t, true).await, ok());
     let idle_peer = idle.peer();
-    // `alive` pings every third of the timeout; it must see `idle` leave and stay connected.
+    // `alive` pings every fifth of the timeout (margin for a loaded machine); it must see `idle`
+    // leave and stay connected.
     let pinger = tokio::spawn(async move {
         let mut n = 0;
         loop {
             n += 1;
             alive.send(ClientMessage::Ping(n)).await;
-            let left = tokio::time::timeout(Duration::from_millis(130), alive.event()).await;
+            let left = tokio::time::timeout(Duration::from_millis(200), alive.event()).await;
             if let Ok(Event::PeerLeft { peer, .. }) = left {
                 assert_eq!(peer, idle_peer);
                 // Still alive well after the idle timeout.
                 for _ in 0..6 {
                     n += 1;
                     alive.send(ClientMessage::Ping(n)).await;
-                    tokio::time::sleep(Duration::from_millis(130)).await;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 assert_eq!(alive.signal(alive.peer(), b"still here").await, ok());
                 return;
