@@ -198,7 +198,29 @@ async fn serve(
                 match act(shared, conn, session, link, action) {
                     Step::None => {}
                     Step::Write(frame) => {
-                        if ws.send(Message::Binary(frame)).await.is_err() {
+                        // A client that sends but never reads must not pin this task: shutdown,
+                        // the directory's close and the idle deadline (no reads happen while the
+                        // write waits) still end it.
+                        let send = ws.send(Message::Binary(frame));
+                        tokio::pin!(send);
+                        let written = loop {
+                            tokio::select! {
+                                biased;
+                                _ = shutdown.changed() => {
+                                    return End::Close(ErrorCode::ShuttingDown, "the node is shutting down".into());
+                                }
+                                close = closed_of(link) => return End::Close(close.code, close.reason.into()),
+                                () = &mut sleep => {
+                                    let now = Instant::now().into_std();
+                                    if let Action::Close { code, reason, .. } = session.handle_timeout(now) {
+                                        return End::Close(code, reason);
+                                    }
+                                    sleep.as_mut().reset(session.deadline().into());
+                                }
+                                r = &mut send => break r,
+                            }
+                        };
+                        if written.is_err() {
                             return End::Gone("socket error while writing");
                         }
                     }
@@ -268,6 +290,13 @@ fn read_error(e: axum::Error) -> End {
             End::Close(ErrorCode::BadRequest, format!("WebSocket protocol error: {e}"))
         }
         _ => End::Gone("socket error while reading"),
+    }
+}
+
+async fn closed_of(link: &Option<Link>) -> crate::directory::Close {
+    match link {
+        Some(l) => l.queue.closed().await,
+        None => std::future::pending().await,
     }
 }
 
