@@ -61,21 +61,9 @@ pub(crate) async fn upgrade(State(shared): State<Arc<Shared>>, ws: WebSocketUpgr
         .max_message_size(max_message)
         .max_frame_size(max_message);
     let permit = shared.connections.clone().try_acquire_owned().ok();
-    ws.on_upgrade(move |socket| async move {
-        match permit {
-            Some(permit) => connection(socket, shared, permit).await,
-            None => {
-                let refused = shared.refused.fetch_add(1, Ordering::Relaxed) + 1;
-                // Logged at 1, 2, 4, 8, ... refusals: visible, but no flood under overload.
-                if refused.is_power_of_two() {
-                    warn!(refused, "connection refused: at the connection limit (OVERLOADED)");
-                }
-                let mut socket = socket;
-                Box::pin(goodbye(&mut socket, ErrorCode::Overloaded, "the node is at its connection limit"))
-                    .await;
-            }
-        }
-    })
+    // The closure returns the connection's future itself (no wrapping async block), so the
+    // socket is stored once in the task.
+    ws.on_upgrade(move |socket| connection(socket, shared, permit))
 }
 
 /// Why a connection loop ended.
@@ -92,7 +80,16 @@ struct Link {
     queue: OutboxReceiver,
 }
 
-async fn connection(mut ws: WebSocket, shared: Arc<Shared>, permit: OwnedSemaphorePermit) {
+async fn connection(mut ws: WebSocket, shared: Arc<Shared>, permit: Option<OwnedSemaphorePermit>) {
+    if permit.is_none() {
+        let refused = shared.refused.fetch_add(1, Ordering::Relaxed) + 1;
+        // Logged at 1, 2, 4, 8, ... refusals: visible, but no flood under overload.
+        if refused.is_power_of_two() {
+            warn!(refused, "connection refused: at the connection limit (OVERLOADED)");
+        }
+        Box::pin(goodbye(&mut ws, ErrorCode::Overloaded, "the node is at its connection limit")).await;
+        return;
+    }
     let conn: ConnId = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let mut shutdown = shared.shutdown.clone();
     if *shutdown.borrow_and_update() {
