@@ -95,11 +95,13 @@ pub struct Config {
     #[arg(long, env = "SIGNAL_MESH_MAX_CONSECUTIVE_ERRORS", default_value_t = SessionConfig::DEFAULT_MAX_CONSECUTIVE_ERRORS)]
     pub max_consecutive_errors: u32,
 
-    /// Initial WebSocket read buffer per connection, in bytes (grows for larger frames).
+    /// Most bytes read from a WebSocket in one call (256 to 16,384). Idle connections hold no
+    /// read buffer; one is allocated only while bytes of an unfinished frame are pending.
     #[arg(long, env = "SIGNAL_MESH_WS_READ_BUFFER_BYTES", default_value_t = Config::DEFAULT_WS_READ_BUFFER_BYTES)]
     pub ws_read_buffer_bytes: u32,
 
-    /// WebSocket write buffer per connection: outgoing frames are batched up to this size.
+    /// Outgoing frames queued for a connection are written in one call, up to this many bytes
+    /// (the buffer is released once written).
     #[arg(long, env = "SIGNAL_MESH_WS_WRITE_BUFFER_BYTES", default_value_t = Config::DEFAULT_WS_WRITE_BUFFER_BYTES)]
     pub ws_write_buffer_bytes: u32,
 }
@@ -110,8 +112,8 @@ impl Config {
     pub const DEFAULT_OUTBOUND_QUEUE_FRAMES: u32 = 1024;
     /// Default [`Config::auth_timeout_ms`].
     pub const DEFAULT_AUTH_TIMEOUT_MS: u32 = 10_000;
-    /// Default [`Config::ws_read_buffer_bytes`]: enough for the control frames of an idle client.
-    pub const DEFAULT_WS_READ_BUFFER_BYTES: u32 = 2048;
+    /// Default [`Config::ws_read_buffer_bytes`]: several signals per read under load.
+    pub const DEFAULT_WS_READ_BUFFER_BYTES: u32 = 16_384;
     /// Default [`Config::ws_write_buffer_bytes`].
     pub const DEFAULT_WS_WRITE_BUFFER_BYTES: u32 = 8192;
 

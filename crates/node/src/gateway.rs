@@ -1,21 +1,35 @@
 //! The edge WebSocket endpoint, `/signal`: one task per connection that moves bytes between the
 //! socket, the connection's [`Session`] and the directory.
 //!
+//! axum routes the request; the upgrade headers are checked and answered here (101 with
+//! `Sec-WebSocket-Accept`), then the connection runs the node's own WebSocket framing ([`crate::ws`])
+//! over hyper's upgraded stream: a read buffer that exists only while bytes are pending (idle
+//! clients hold none), up to [`READ_CHUNK`] bytes per read, frames split off without copying,
+//! and every queued frame written in one `write` per wake-up.
+//!
 //! The connection task selects over: node shutdown, the directory closing this connection
 //! (replaced, slow consumer), the session's deadline (authentication / idle timeout), the
-//! bounded outbound queue of pre-encoded frames (fed to the socket as a batch, then flushed once)
-//! and the next frame from the client. Everything protocol-related is decided by the session.
+//! bounded outbound queue of pre-encoded frames (written to the socket as one batch) and the
+//! next frame from the client. Everything protocol-related is decided by the session.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::response::Response;
-use bytes::Bytes;
-use futures_util::SinkExt;
+use std::future::poll_fn;
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::Poll;
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
 use signal_mesh_proto::{ErrorCode, NodeId, PeerId, ServerMessage, encode_server};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::{Instant, timeout};
 use tracing::{debug, info, warn};
@@ -23,14 +37,18 @@ use tracing::{debug, info, warn};
 use crate::directory::{Command, ConnId, DirectoryHandle, Outlet};
 use crate::outbox::{OutboxReceiver, Received, outbox};
 use crate::session::{Action, Session, SessionConfig};
+use crate::ws::{self, Decoder, Event, FrameError};
 use tokio::sync::mpsc::error::TrySendError;
 
 /// How long the node tries to deliver its `Goodbye` and close frame, and waits for the client's
 /// close reply, before dropping the connection.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Most queued frames written to the socket before one flush.
+/// Most queued frames written to the socket in one batch.
 const MAX_BATCH: usize = 64;
+
+/// Largest single read: a stack buffer, copied into the connection's read buffer.
+pub(crate) const READ_CHUNK: usize = 16 * 1024;
 
 /// What every connection task shares.
 #[derive(Debug)]
@@ -44,26 +62,140 @@ pub(crate) struct Shared {
     pub next_conn: AtomicU64,
     /// Connections refused with `OVERLOADED` so far.
     pub refused: AtomicU64,
-    pub read_buffer: usize,
-    pub write_buffer: usize,
+    /// Most bytes read in one call (≤ [`READ_CHUNK`]).
+    pub read_chunk: usize,
+    /// A batch of outgoing frames stops growing at this many bytes.
+    pub write_batch_bytes: usize,
 }
 
-/// `GET /signal`: upgrades to a WebSocket with buffers sized for many small connections.
-pub(crate) async fn upgrade(State(shared): State<Arc<Shared>>, ws: WebSocketUpgrade) -> Response {
-    let max_frame = shared.session.limits.max_frame_bytes as usize;
-    // Frames a little over the limit are still read so they can be answered with TOO_LARGE;
-    // far larger ones end the connection inside the WebSocket layer.
-    let max_message = max_frame.saturating_mul(2).max(64 * 1024);
-    let ws = ws
-        .read_buffer_size(shared.read_buffer)
-        .write_buffer_size(shared.write_buffer)
-        .max_write_buffer_size(shared.write_buffer.saturating_add(max_message).saturating_mul(2))
-        .max_message_size(max_message)
-        .max_frame_size(max_message);
+/// `GET /signal`: checks the upgrade request, answers `101 Switching Protocols` and runs the
+/// connection on the upgraded stream in its own task.
+pub(crate) async fn upgrade(State(shared): State<Arc<Shared>>, mut request: Request) -> Response {
+    let accept = match ws::check_upgrade(request.headers()) {
+        Ok(accept) => accept,
+        Err(e) => {
+            let status = match e {
+                ws::HandshakeError::Version => StatusCode::UPGRADE_REQUIRED,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            let mut response = (status, e.to_string()).into_response();
+            if status == StatusCode::UPGRADE_REQUIRED {
+                response
+                    .headers_mut()
+                    .insert(header::SEC_WEBSOCKET_VERSION, header::HeaderValue::from_static("13"));
+            }
+            return response;
+        }
+    };
+    let Some(on_upgrade) = request.extensions_mut().remove::<OnUpgrade>() else {
+        return (StatusCode::UPGRADE_REQUIRED, "this connection cannot be upgraded").into_response();
+    };
     let permit = shared.connections.clone().try_acquire_owned().ok();
-    // The closure returns the connection's future itself (no wrapping async block), so the
-    // socket is stored once in the task.
-    ws.on_upgrade(move |socket| connection(socket, shared, permit))
+    tokio::spawn(async move {
+        if let Ok(upgraded) = on_upgrade.await {
+            connection(Socket::new(TokioIo::new(upgraded), &shared), shared, permit).await;
+        }
+    });
+    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, header::HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, header::HeaderValue::from_static("websocket"));
+    headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    response
+}
+
+/// How reading the next event failed.
+enum ReadEnd {
+    /// End of stream or a socket error.
+    Gone,
+    /// Input that ends the connection.
+    Frame(FrameError),
+}
+
+/// The upgraded stream with the node's framing: a read buffer holding only pending bytes (no
+/// allocation while idle) and an output buffer holding only unwritten bytes (released once
+/// written), so writes interrupted by a `select!` resume where they stopped.
+struct Socket {
+    io: TokioIo<Upgraded>,
+    read: BytesMut,
+    decoder: Decoder,
+    out: Vec<u8>,
+    written: usize,
+    read_chunk: u16,
+}
+
+impl Socket {
+    fn new(io: TokioIo<Upgraded>, shared: &Shared) -> Socket {
+        let max = shared.session.limits.max_frame_bytes;
+        // Messages a little over the limit are skipped and answered with TOO_LARGE; far larger
+        // ones end the connection.
+        let hard = max.saturating_mul(2).max(64 * 1024);
+        let read_chunk = shared.read_chunk.clamp(256, READ_CHUNK) as u16;
+        Socket {
+            io,
+            read: BytesMut::new(),
+            decoder: Decoder::new(max, hard),
+            out: Vec::new(),
+            written: 0,
+            read_chunk,
+        }
+    }
+
+    /// The next event from the client. Cancel safe: bytes read are kept in the read buffer.
+    async fn next(&mut self) -> Result<Event, ReadEnd> {
+        loop {
+            match self.decoder.decode(&mut self.read) {
+                Ok(Some(event)) => return Ok(event),
+                Ok(None) => {}
+                Err(e) => return Err(ReadEnd::Frame(e)),
+            }
+            if self.read.is_empty() {
+                // Release the (shared) buffer: an idle connection holds no read memory.
+                self.read = BytesMut::new();
+            }
+            let chunk = usize::from(self.read_chunk);
+            let n = poll_fn(|cx| {
+                let mut stack = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+                let mut buf = ReadBuf::uninit(&mut stack[..chunk]);
+                match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+                    Poll::Ready(Ok(())) => {
+                        self.read.extend_from_slice(buf.filled());
+                        Poll::Ready(Ok(buf.filled().len()))
+                    }
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    Poll::Pending => Poll::Pending,
+                }
+            })
+            .await;
+            match n {
+                Ok(0) | Err(_) => return Err(ReadEnd::Gone),
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Queues a binary frame.
+    fn push_binary(&mut self, payload: &[u8]) {
+        ws::encode_frame(&mut self.out, ws::OP_BINARY, payload);
+    }
+
+    /// Writes everything queued. Cancel safe: progress is kept.
+    async fn flush(&mut self) -> io::Result<()> {
+        poll_fn(|cx| {
+            while self.written < self.out.len() {
+                match Pin::new(&mut self.io).poll_write(cx, &self.out[self.written..]) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(n)) => self.written += n,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            self.out = Vec::new();
+            self.written = 0;
+            Pin::new(&mut self.io).poll_flush(cx)
+        })
+        .await
+    }
 }
 
 /// Why a connection loop ended.
@@ -80,35 +212,36 @@ struct Link {
     queue: OutboxReceiver,
 }
 
-async fn connection(mut ws: WebSocket, shared: Arc<Shared>, permit: Option<OwnedSemaphorePermit>) {
+async fn connection(mut sock: Socket, shared: Arc<Shared>, permit: Option<OwnedSemaphorePermit>) {
     if permit.is_none() {
         let refused = shared.refused.fetch_add(1, Ordering::Relaxed) + 1;
         // Logged at 1, 2, 4, 8, ... refusals: visible, but no flood under overload.
         if refused.is_power_of_two() {
             warn!(refused, "connection refused: at the connection limit (OVERLOADED)");
         }
-        Box::pin(goodbye(&mut ws, ErrorCode::Overloaded, "the node is at its connection limit")).await;
+        Box::pin(goodbye(&mut sock, ErrorCode::Overloaded, "the node is at its connection limit")).await;
         return;
     }
     let conn: ConnId = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let mut shutdown = shared.shutdown.clone();
     if *shutdown.borrow_and_update() {
-        Box::pin(goodbye(&mut ws, ErrorCode::ShuttingDown, "the node is shutting down")).await;
+        Box::pin(goodbye(&mut sock, ErrorCode::ShuttingDown, "the node is shutting down")).await;
         return;
     }
     let mut nonce = [0u8; signal_mesh_proto::auth::NONCE_LEN];
     if getrandom::fill(&mut nonce).is_err() {
-        Box::pin(goodbye(&mut ws, ErrorCode::Internal, "no randomness for the challenge")).await;
+        Box::pin(goodbye(&mut sock, ErrorCode::Internal, "no randomness for the challenge")).await;
         return;
     }
     debug!(conn, "connection accepted");
     let mut session = Session::new(shared.session, shared.node_id.clone(), nonce, Instant::now().into_std());
     let mut link: Option<Link> = None;
 
-    let end = if ws.send(Message::Binary(encode_server(session.challenge()))).await.is_err() {
+    sock.push_binary(&encode_server(session.challenge()));
+    let end = if sock.flush().await.is_err() {
         End::Gone("socket error")
     } else {
-        serve(&mut ws, &shared, conn, &mut session, &mut link, &mut shutdown).await
+        serve(&mut sock, &shared, conn, &mut session, &mut link, &mut shutdown).await
     };
 
     if let Some(link) = &link {
@@ -119,7 +252,13 @@ async fn connection(mut ws: WebSocket, shared: Arc<Shared>, permit: Option<Owned
     }
     let peer = link.as_ref().map(|l| l.peer);
     match end {
-        End::Gone(why) => debug!(conn, ?peer, reason = why, "connection closed by client"),
+        End::Gone(why) => {
+            debug!(conn, ?peer, reason = why, "connection closed by client");
+            if !sock.out.is_empty() {
+                // The reply to the client's close frame.
+                let _ = Box::pin(timeout(CLOSE_TIMEOUT, sock.flush())).await;
+            }
+        }
         End::Close(code, reason) => {
             // Routine closes stay at debug so that a busy node does not flood its log; closes
             // that point at a misbehaving client or a problem are worth an operator's attention.
@@ -128,14 +267,14 @@ async fn connection(mut ws: WebSocket, shared: Arc<Shared>, permit: Option<Owned
             } else {
                 info!(conn, ?peer, %code, %reason, "connection closed by node");
             }
-            Box::pin(goodbye(&mut ws, code, &reason)).await;
+            Box::pin(goodbye(&mut sock, code, &reason)).await;
         }
     }
     drop(permit);
 }
 
 async fn serve(
-    ws: &mut WebSocket,
+    sock: &mut Socket,
     shared: &Shared,
     conn: ConnId,
     session: &mut Session,
@@ -166,61 +305,59 @@ async fn serve(
                     }
                 };
                 let Some(queue) = link.as_ref().map(|l| &l.queue) else { continue };
+                sock.push_binary(&frame);
+                drop(frame);
+                for _ in 1..MAX_BATCH {
+                    if sock.out.len() >= shared.write_batch_bytes {
+                        break;
+                    }
+                    match queue.try_recv() {
+                        Some(frame) => sock.push_binary(&frame),
+                        None => break,
+                    }
+                }
                 // A client that stops reading blocks the write; the directory's close (slow
                 // consumer, replaced) still gets through.
                 let written = tokio::select! {
                     biased;
                     close = queue.closed() => return End::Close(close.code, close.reason.into()),
-                    r = write_batch(ws, frame, queue) => r,
+                    r = sock.flush() => r,
                 };
                 if written.is_err() {
                     return End::Gone("socket error while writing");
                 }
             }
-            msg = ws.recv() => {
+            event = sock.next() => {
                 let now = Instant::now().into_std();
-                let action = match msg {
-                    None => return End::Gone("socket closed"),
-                    Some(Err(e)) => return read_error(e),
-                    Some(Ok(Message::Binary(frame))) => session.handle_frame(frame, now),
-                    Some(Ok(Message::Text(_))) => session.handle_text(now),
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+                let action = match event {
+                    Err(ReadEnd::Gone) => return End::Gone("socket closed"),
+                    Err(ReadEnd::Frame(e)) => return read_error(e),
+                    Ok(Event::Binary(frame)) => session.handle_frame(frame, now),
+                    Ok(Event::TooLarge(len)) => session.handle_oversize(len, now),
+                    Ok(Event::Text) => session.handle_text(now),
+                    Ok(Event::Ping(payload)) => {
+                        session.touch(now);
+                        ws::encode_frame(&mut sock.out, ws::OP_PONG, &payload);
+                        Action::None
+                    }
+                    Ok(Event::Pong) => {
                         session.touch(now);
                         Action::None
                     }
-                    Some(Ok(Message::Close(_))) => return End::Gone("client sent close"),
+                    Ok(Event::Close(code)) => {
+                        // Echo the close (RFC 6455 §5.5.1); written before the socket is dropped.
+                        match code {
+                            Some(code) => ws::encode_close(&mut sock.out, code, ""),
+                            None => ws::encode_frame(&mut sock.out, ws::OP_CLOSE, &[]),
+                        }
+                        return End::Gone("client sent close");
+                    }
                 };
                 // Deciding is synchronous; only the one write (or a wait for a full directory
                 // inbox, boxed) is awaited, which keeps this future small.
                 match act(shared, conn, session, link, action) {
                     Step::None => {}
-                    Step::Write(frame) => {
-                        // A client that sends but never reads must not pin this task: shutdown,
-                        // the directory's close and the idle deadline (no reads happen while the
-                        // write waits) still end it.
-                        let send = ws.send(Message::Binary(frame));
-                        tokio::pin!(send);
-                        let written = loop {
-                            tokio::select! {
-                                biased;
-                                _ = shutdown.changed() => {
-                                    return End::Close(ErrorCode::ShuttingDown, "the node is shutting down".into());
-                                }
-                                close = closed_of(link) => return End::Close(close.code, close.reason.into()),
-                                () = &mut sleep => {
-                                    let now = Instant::now().into_std();
-                                    if let Action::Close { code, reason, .. } = session.handle_timeout(now) {
-                                        return End::Close(code, reason);
-                                    }
-                                    sleep.as_mut().reset(session.deadline().into());
-                                }
-                                r = &mut send => break r,
-                            }
-                        };
-                        if written.is_err() {
-                            return End::Gone("socket error while writing");
-                        }
-                    }
+                    Step::Write(frame) => sock.push_binary(&frame),
                     Step::Directory(command) => {
                         if Box::pin(shared.directory.send(command)).await.is_err() {
                             return End::Close(ErrorCode::ShuttingDown, "the node is shutting down".into());
@@ -228,9 +365,34 @@ async fn serve(
                     }
                     Step::End(last, end) => {
                         if let Some(frame) = last {
-                            let _ = ws.feed(Message::Binary(frame)).await;
+                            sock.push_binary(&frame);
                         }
                         return end;
+                    }
+                }
+                if !sock.out.is_empty() {
+                    // A client that sends but never reads must not pin this task: shutdown,
+                    // the directory's close and the idle deadline (no reads happen while the
+                    // write waits) still end it.
+                    let written = loop {
+                        tokio::select! {
+                            biased;
+                            _ = shutdown.changed() => {
+                                return End::Close(ErrorCode::ShuttingDown, "the node is shutting down".into());
+                            }
+                            close = closed_of(link) => return End::Close(close.code, close.reason.into()),
+                            () = &mut sleep => {
+                                let now = Instant::now().into_std();
+                                if let Action::Close { code, reason, .. } = session.handle_timeout(now) {
+                                    return End::Close(code, reason);
+                                }
+                                sleep.as_mut().reset(session.deadline().into());
+                            }
+                            r = sock.flush() => break r,
+                        }
+                    };
+                    if written.is_err() {
+                        return End::Gone("socket error while writing");
                     }
                 }
             }
@@ -278,15 +440,12 @@ fn act(shared: &Shared, conn: ConnId, session: &Session, link: &mut Option<Link>
     }
 }
 
-fn read_error(e: axum::Error) -> End {
-    match e.into_inner().downcast::<tungstenite::Error>() {
-        Ok(e) if matches!(*e, tungstenite::Error::Capacity(_)) => {
+fn read_error(e: FrameError) -> End {
+    match e {
+        FrameError::TooLarge(_) => {
             End::Close(ErrorCode::TooLarge, format!("frame far over the size limit: {e}"))
         }
-        Ok(e) if matches!(*e, tungstenite::Error::Protocol(_)) => {
-            End::Close(ErrorCode::BadRequest, format!("WebSocket protocol error: {e}"))
-        }
-        _ => End::Gone("socket error while reading"),
+        FrameError::Protocol(_) => End::Close(ErrorCode::BadRequest, e.to_string()),
     }
 }
 
@@ -304,38 +463,26 @@ async fn recv_queue(link: &Option<Link>) -> Received {
     }
 }
 
-/// Feeds `first` and whatever else is queued (up to [`MAX_BATCH`]), then flushes once.
-async fn write_batch(ws: &mut WebSocket, first: Bytes, queue: &OutboxReceiver) -> Result<(), axum::Error> {
-    ws.feed(Message::Binary(first)).await?;
-    for _ in 1..MAX_BATCH {
-        match queue.try_recv() {
-            Some(frame) => ws.feed(Message::Binary(frame)).await?,
-            None => break,
-        }
-    }
-    ws.flush().await
-}
-
-/// Sends `Goodbye` and a close frame with `code.close_code()`, then waits (briefly) for the
-/// client's close reply so the goodbye is not lost to a reset.
-async fn goodbye(ws: &mut WebSocket, code: ErrorCode, reason: &str) {
-    let frame = encode_server(ServerMessage::Goodbye { code, reason: reason.to_owned() });
-    let close = CloseFrame { code: code.close_code(), reason: truncate(reason, 123).into() };
+/// Sends `Goodbye` and a close frame with `code.close_code()` (after anything still queued),
+/// then waits (briefly) for the client's close reply so the goodbye is not lost to a reset.
+async fn goodbye(sock: &mut Socket, code: ErrorCode, reason: &str) {
+    sock.push_binary(&encode_server(ServerMessage::Goodbye { code, reason: reason.to_owned() }));
+    ws::encode_close(&mut sock.out, code.close_code(), reason);
     let _ = timeout(CLOSE_TIMEOUT, async {
-        ws.feed(Message::Binary(frame)).await?;
-        ws.send(Message::Close(Some(close))).await?;
-        while let Some(msg) = ws.recv().await {
-            if matches!(msg, Ok(Message::Close(_)) | Err(_)) {
-                break;
+        sock.flush().await?;
+        loop {
+            match sock.next().await {
+                Ok(Event::Close(_)) | Err(_) => break,
+                Ok(_) => {}
             }
         }
-        Ok::<(), axum::Error>(())
+        Ok::<(), io::Error>(())
     })
     .await;
 }
 
 /// At most `max` bytes of `s`, cut at a character boundary (close reasons are limited to 123).
-fn truncate(s: &str, max: usize) -> &str {
+pub(crate) fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }

@@ -13,6 +13,7 @@
 //!   once, into each connection's bounded outbound queue.
 //! - [`outbox`]: a connection's bounded outbound queue of encoded frames plus its close signal.
 //! - `gateway`: the `/signal` WebSocket endpoint, one task per connection driving a session.
+//! - `ws`: the sans-IO WebSocket framing (RFC 6455) the gateway runs over hyper's upgraded stream.
 //! - `http`: `/health` (and later `/metrics`, `/status`).
 //! - `main.rs`: the binary: parse flags, set up logging, bind, print the listening line, run
 //!   until SIGINT/SIGTERM.
@@ -47,6 +48,7 @@ mod http;
 pub mod identity;
 pub mod outbox;
 pub mod session;
+mod ws;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -146,8 +148,8 @@ impl Node {
             shutdown: shutdown_rx,
             next_conn: AtomicU64::new(1),
             refused: AtomicU64::new(0),
-            read_buffer: config.ws_read_buffer_bytes as usize,
-            write_buffer: config.ws_write_buffer_bytes as usize,
+            read_chunk: config.ws_read_buffer_bytes as usize,
+            write_batch_bytes: config.ws_write_buffer_bytes as usize,
         });
         let mut app = Router::new().route("/signal", get(gateway::upgrade)).merge(http::routes());
         if let Some(dir) = &config.static_dir {

@@ -258,6 +258,21 @@ impl Session {
         )
     }
 
+    /// A binary message over the frame size limit arrived (`len` bytes; its payload was not
+    /// read into memory).
+    pub fn handle_oversize(&mut self, len: u64, now: Instant) -> Action {
+        if self.state == State::Closing {
+            return Action::None;
+        }
+        self.last_activity = now;
+        let max = self.config.limits.max_frame_bytes;
+        self.error(
+            None,
+            ErrorCode::TooLarge,
+            format!("frame of {len} bytes exceeds the limit of {max} bytes"),
+        )
+    }
+
     /// A binary frame arrived.
     pub fn handle_frame(&mut self, frame: Bytes, now: Instant) -> Action {
         if self.state == State::Closing {
