@@ -2,10 +2,12 @@
 //! failure is a [`ClientError`] with code `INVALID_ARGUMENT`.
 
 use js_sys::{Array, Reflect, Uint8Array};
+use signal_mesh_proto::ids::MAX_TOPIC_NAME_BYTES;
 use signal_mesh_proto::{PeerId, TopicId};
 use wasm_bindgen::{JsCast, JsValue};
 
 use crate::core::ClientError;
+use crate::core::error::decimal;
 use crate::shell::Options;
 
 fn get(obj: &JsValue, key: &str) -> JsValue {
@@ -19,10 +21,25 @@ fn get(obj: &JsValue, key: &str) -> JsValue {
 /// A topic: a string name (hashed as `TopicId::from_name`) or 32 bytes.
 pub fn topic(v: &JsValue) -> Result<TopicId, ClientError> {
     if let Some(name) = v.as_string() {
-        return TopicId::from_name(&name).map_err(|e| ClientError::invalid(e.to_string()));
+        // The messages are those of the proto errors' `Display`, spelled out without `format!`.
+        return TopicId::from_name(&name).map_err(|e| {
+            ClientError::invalid(
+                [
+                    "topic name is ",
+                    &decimal(e.0 as u64),
+                    " bytes; at most ",
+                    &decimal(MAX_TOPIC_NAME_BYTES as u64),
+                    " are allowed",
+                ]
+                .concat(),
+            )
+        });
     }
     if let Some(bytes) = v.dyn_ref::<Uint8Array>() {
-        return TopicId::from_slice(&bytes.to_vec()).map_err(|e| ClientError::invalid(e.to_string()));
+        let bytes = bytes.to_vec();
+        return TopicId::from_slice(&bytes).map_err(|_| {
+            ClientError::invalid(["topic must be 32 bytes, got ", &decimal(bytes.len() as u64)].concat())
+        });
     }
     Err(ClientError::invalid("a topic must be a string or a 32-byte Uint8Array"))
 }
@@ -32,7 +49,8 @@ pub fn peer_id(v: &JsValue) -> Result<PeerId, ClientError> {
     let s = v
         .as_string()
         .ok_or_else(|| ClientError::invalid("a peer id must be a string of 64 hex characters"))?;
-    PeerId::from_hex(&s).map_err(|e| ClientError::invalid(format!("invalid peer id: {e}")))
+    PeerId::from_hex(&s)
+        .map_err(|_| ClientError::invalid("invalid peer id: peer id must be 64 hex characters"))
 }
 
 /// An optional positive integer option.
@@ -43,7 +61,7 @@ pub fn opt_u32(obj: &JsValue, key: &str) -> Result<Option<u32>, ClientError> {
     }
     match v.as_f64() {
         Some(n) if n.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&n) => Ok(Some(n as u32)),
-        _ => Err(ClientError::invalid(format!("{key} must be a non-negative integer"))),
+        _ => Err(ClientError::invalid([key, " must be a non-negative integer"].concat())),
     }
 }
 
@@ -53,7 +71,7 @@ pub fn opt_bool(obj: &JsValue, key: &str, default: bool) -> Result<bool, ClientE
     if v.is_undefined() || v.is_null() {
         return Ok(default);
     }
-    v.as_bool().ok_or_else(|| ClientError::invalid(format!("{key} must be a boolean")))
+    v.as_bool().ok_or_else(|| ClientError::invalid([key, " must be a boolean"].concat()))
 }
 
 /// An optional string option.
@@ -62,7 +80,7 @@ pub fn opt_string(obj: &JsValue, key: &str) -> Result<Option<String>, ClientErro
     if v.is_undefined() || v.is_null() {
         return Ok(None);
     }
-    v.as_string().map(Some).ok_or_else(|| ClientError::invalid(format!("{key} must be a string")))
+    v.as_string().map(Some).ok_or_else(|| ClientError::invalid([key, " must be a string"].concat()))
 }
 
 /// The options of `SignalClient.create`.
@@ -78,7 +96,7 @@ pub fn options(v: &JsValue) -> Result<Options, ClientError> {
     for s in Array::from(&servers).iter() {
         let url = s.as_string().ok_or_else(|| ClientError::invalid("servers must hold strings"))?;
         if !(url.starts_with("ws://") || url.starts_with("wss://")) {
-            return Err(ClientError::invalid(format!("server '{url}' is not a ws:// or wss:// URL")));
+            return Err(ClientError::invalid(["server '", &url, "' is not a ws:// or wss:// URL"].concat()));
         }
         list.push(url);
     }
@@ -94,10 +112,10 @@ pub fn options(v: &JsValue) -> Result<Options, ClientError> {
             .map(Uint8Array::to_vec)
             .ok_or_else(|| ClientError::invalid("identity must be a 32-byte Uint8Array"))?;
         Some(<[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
-            ClientError::invalid(format!(
-                "identity must be a 32-byte Ed25519 seed, got {} bytes",
-                bytes.len()
-            ))
+            ClientError::invalid(
+                ["identity must be a 32-byte Ed25519 seed, got ", &decimal(bytes.len() as u64), " bytes"]
+                    .concat(),
+            )
         })?)
     };
     let ice_servers = get(v, "iceServers");

@@ -10,7 +10,7 @@ use signal_mesh_proto::{
 };
 
 use super::backoff::{Rng, backoff_delay};
-use super::error::{ClientError, Code};
+use super::error::{ClientError, Code, decimal};
 use super::peers::{Handle, PeerSession};
 use super::signal::{Candidate, PeerSignal};
 use super::vecmap::VecMap;
@@ -400,7 +400,7 @@ impl Client {
         {
             self.start_deadline = None;
             let why = self.last_failure.clone().map(|e| e.message).unwrap_or_else(|| "no answer".into());
-            let err = ClientError::timeout(format!("no signal node reachable in time ({why})"));
+            let err = ClientError::timeout(["no signal node reachable in time (", &why, ")"].concat());
             self.emit(Event::StartFailed(err.clone()));
             self.shutdown(err);
             return;
@@ -578,7 +578,7 @@ impl Client {
             self.push(Output::CloseSocket { conn });
             let err = ClientError::new(
                 Code::Node(ErrorCode::UnsupportedVersion),
-                format!("the node does not speak protocol version {PROTOCOL_VERSION}"),
+                ["the node does not speak protocol version ", &decimal(PROTOCOL_VERSION.into())].concat(),
             );
             self.link_lost(now, err);
             return;
@@ -719,7 +719,7 @@ impl Client {
             Purpose::Rejoin => {
                 if let RequestBody::Join { topic, .. } = p.body {
                     self.topics.remove(&topic);
-                    let msg = format!("re-joining topic {topic} failed: {}", err.message);
+                    let msg = ["re-joining topic ", &topic.to_hex(), " failed: ", &err.message].concat();
                     self.emit(Event::Error(ClientError::new(err.code, msg)));
                 }
             }
@@ -762,7 +762,9 @@ impl Client {
         let want = match limit {
             Some(0) => return Err(ClientError::invalid("lookup limit must be at least 1")),
             Some(n) if n > MAX_LOOKUP => {
-                return Err(ClientError::invalid(format!("lookup limit must be at most {MAX_LOOKUP}")));
+                return Err(ClientError::invalid(
+                    ["lookup limit must be at most ", &decimal(MAX_LOOKUP.into())].concat(),
+                ));
             }
             Some(n) => n,
             None => self.limits.max_lookup_page.max(1),

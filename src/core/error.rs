@@ -45,6 +45,21 @@ impl fmt::Display for Code {
     }
 }
 
+/// `n` in decimal. Messages are built with this and `concat` rather than `format!`, which keeps
+/// the formatting machinery out of the wasm (a few KB).
+pub(crate) fn decimal(n: u64) -> String {
+    let mut digits = Vec::new();
+    let mut n = n;
+    loop {
+        digits.push(char::from(b'0' + (n % 10) as u8));
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    digits.iter().rev().collect()
+}
+
 /// An error with a stable [`Code`] and a human-readable message.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]

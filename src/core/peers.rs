@@ -15,7 +15,7 @@
 use signal_mesh_proto::{ErrorCode, PeerId};
 
 use super::client::{Client, ClientState, Event, OpResult, Output, RtcCommand};
-use super::error::{ClientError, Code};
+use super::error::{ClientError, Code, decimal};
 use super::signal::{Candidate, PeerMessage, PeerSignal};
 use super::{Millis, OpId};
 
@@ -65,7 +65,9 @@ impl Client {
             return Err(ClientError::invalid("cannot connect to this client's own peer id"));
         }
         if label.len() > MAX_LABEL_BYTES {
-            return Err(ClientError::invalid(format!("label longer than {MAX_LABEL_BYTES} bytes")));
+            return Err(ClientError::invalid(
+                ["label longer than ", &decimal(MAX_LABEL_BYTES as u64), " bytes"].concat(),
+            ));
         }
         if self.state() == ClientState::Closed {
             return Err(ClientError::closed("the client is closed"));
@@ -87,7 +89,7 @@ impl Client {
         if self.sessions.len() >= MAX_SESSIONS {
             return Err(ClientError::new(
                 Code::Node(ErrorCode::LimitExceeded),
-                format!("at most {MAX_SESSIONS} peer connections at once"),
+                ["at most ", &decimal(MAX_SESSIONS as u64), " peer connections at once"].concat(),
             ));
         }
         let handle = self.alloc_handle();

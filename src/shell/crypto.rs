@@ -25,7 +25,7 @@ fn subtle() -> Result<SubtleCrypto, ClientError> {
 fn browser_error(what: &str, e: &JsValue) -> ClientError {
     let detail =
         Reflect::get(e, &JsValue::from_str("message")).ok().and_then(|m| m.as_string()).unwrap_or_default();
-    ClientError::new(Code::Browser, format!("{what}: {detail}"))
+    ClientError::new(Code::Browser, [what, ": ", &detail].concat())
 }
 
 /// Fills `buf` from `crypto.getRandomValues`.
@@ -56,7 +56,7 @@ async fn import(seed: &[u8; 32], extractable: bool) -> Result<CryptoKey, ClientE
     let unsupported = |e: JsValue| {
         let mut err = browser_error("Ed25519 key import", &e);
         err.code = Code::Unsupported;
-        err.message = format!("this browser's WebCrypto lacks Ed25519 ({})", err.message);
+        err.message = ["this browser's WebCrypto lacks Ed25519 (", &err.message, ")"].concat();
         err
     };
     let promise = subtle()?

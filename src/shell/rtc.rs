@@ -73,7 +73,7 @@ fn unlisten(l: &Listener) {
 fn js_error(what: &str, e: &JsValue) -> ClientError {
     let detail =
         Reflect::get(e, &JsValue::from_str("message")).ok().and_then(|m| m.as_string()).unwrap_or_default();
-    ClientError::new(Code::Browser, format!("{what} failed: {detail}"))
+    ClientError::new(Code::Browser, [what, " failed: ", &detail].concat())
 }
 
 fn attach_channel(shared: &Shared, channel: RtcDataChannel) {
