@@ -14,3 +14,12 @@ mod bindings;
 pub mod shell;
 
 pub use signal_mesh_proto as proto;
+
+/// The wasm allocator: `lol_alloc`'s first-fit, coalescing free list instead of std's dlmalloc,
+/// which saves about 7 KB of wasm (3.4 KB gzipped) at the cost of O(free blocks) allocation; the
+/// client's heap is small (frames, SDP strings, a few hundred sessions at most). `LockedAllocator`
+/// is the safe wrapper (no `unsafe` here, unlike `AssumeSingleThreaded`).
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: lol_alloc::LockedAllocator<lol_alloc::FreeListAllocator> =
+    lol_alloc::LockedAllocator::new(lol_alloc::FreeListAllocator::new());
