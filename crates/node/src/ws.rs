@@ -555,6 +555,51 @@ mod tests {
     }
 
     #[test]
+    fn arbitrary_input_never_panics_and_stays_bounded() {
+        // xorshift: deterministic pseudo-random frames, valid and corrupted, fed in random cuts.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..2000 {
+            let mut bytes = Vec::new();
+            for _ in 0..(next() % 6) {
+                let opcode =
+                    [OP_BINARY, OP_TEXT, OP_CONTINUATION, OP_PING, OP_CLOSE, 3][(next() % 6) as usize];
+                let len = [0, 1, 125, 126, 999, 1001, 65_536][(next() % 7) as usize];
+                bytes.extend(client(next() % 4 != 0, opcode, &payload(len)));
+            }
+            for _ in 0..(next() % 3) {
+                if !bytes.is_empty() {
+                    let at = (next() as usize) % bytes.len();
+                    bytes[at] = next() as u8;
+                }
+            }
+            let mut d = Decoder::new(MAX, HARD);
+            let mut buf = BytesMut::new();
+            let mut rest = &bytes[..];
+            'feed: while !rest.is_empty() {
+                let cut = ((next() as usize) % 3000).min(rest.len()).max(1);
+                buf.extend_from_slice(&rest[..cut]);
+                rest = &rest[cut..];
+                loop {
+                    match d.decode(&mut buf) {
+                        Ok(Some(Event::Binary(b))) => assert!(b.len() <= MAX as usize),
+                        Ok(Some(_)) => {}
+                        Ok(None) => break,
+                        Err(_) => break 'feed,
+                    }
+                }
+                // Pending bytes never exceed one frame within the limit plus one read.
+                assert!(buf.len() <= MAX as usize + 14 + 3000, "{}", buf.len());
+            }
+        }
+    }
+
+    #[test]
     fn protocol_errors() {
         let protocol = |bytes: Vec<u8>| match all(&mut Decoder::new(MAX, HARD), &bytes) {
             Err(FrameError::Protocol(_)) => {}

@@ -129,6 +129,30 @@ impl Client {
         self.ws.send(Message::Text(text.into())).await.expect("send text");
     }
 
+    /// Sends any WebSocket message (raw frames, pings).
+    pub async fn send_ws(&mut self, msg: Message) {
+        self.ws.send(msg).await.expect("send");
+    }
+
+    /// Waits for the next WebSocket pong, keeping protocol frames in the backlog.
+    pub async fn pong(&mut self) -> Bytes {
+        loop {
+            let msg = tokio::time::timeout(STEP, self.ws.next())
+                .await
+                .expect("timed out waiting for a pong")
+                .expect("connection ended")
+                .expect("socket error");
+            match msg {
+                Message::Pong(p) => return p,
+                Message::Binary(b) => {
+                    self.backlog.push_back(decode_server(b, 1 << 20).expect("valid server frame"))
+                }
+                Message::Ping(_) => {}
+                other => panic!("unexpected WebSocket message {other:?}"),
+            }
+        }
+    }
+
     /// The next frame from the node (backlog first).
     pub async fn recv(&mut self) -> ServerMessage {
         if let Some(m) = self.backlog.pop_front() {
