@@ -8,7 +8,7 @@ use wasm_bindgen::{JsCast, JsValue};
 
 use crate::core::ClientError;
 use crate::core::error::decimal;
-use crate::shell::Options;
+use crate::shell::{Options, TopicArg};
 
 fn get(obj: &JsValue, key: &str) -> JsValue {
     if obj.is_object() {
@@ -18,26 +18,28 @@ fn get(obj: &JsValue, key: &str) -> JsValue {
     }
 }
 
-/// A topic: a string name (hashed as `TopicId::from_name`) or 32 bytes.
-pub fn topic(v: &JsValue) -> Result<TopicId, ClientError> {
+/// A topic: a string name (hashed as `TopicId::from_name` does, by WebCrypto in the shell) or
+/// 32 bytes.
+pub fn topic(v: &JsValue) -> Result<TopicArg, ClientError> {
     if let Some(name) = v.as_string() {
-        // The messages are those of the proto errors' `Display`, spelled out without `format!`.
-        return TopicId::from_name(&name).map_err(|e| {
-            ClientError::invalid(
+        // The message is that of `TopicNameTooLong`, spelled out without `format!`.
+        if name.len() > MAX_TOPIC_NAME_BYTES {
+            return Err(ClientError::invalid(
                 [
                     "topic name is ",
-                    &decimal(e.0 as u64),
+                    &decimal(name.len() as u64),
                     " bytes; at most ",
                     &decimal(MAX_TOPIC_NAME_BYTES as u64),
                     " are allowed",
                 ]
                 .concat(),
-            )
-        });
+            ));
+        }
+        return Ok(TopicArg::Name(name));
     }
     if let Some(bytes) = v.dyn_ref::<Uint8Array>() {
         let bytes = bytes.to_vec();
-        return TopicId::from_slice(&bytes).map_err(|_| {
+        return TopicId::from_slice(&bytes).map(TopicArg::Id).map_err(|_| {
             ClientError::invalid(["topic must be 32 bytes, got ", &decimal(bytes.len() as u64)].concat())
         });
     }

@@ -47,20 +47,28 @@ impl WasmClient {
 
     /// Joins a topic (`announce` defaults to true).
     pub fn join(&self, topic: JsValue, options: JsValue) -> Promise {
-        let parsed = args::topic(&topic).and_then(|t| Ok((t, args::opt_bool(&options, "announce", true)?)));
-        self.driver.op(OpKind::Unit, |c, now| parsed.and_then(|(t, a)| c.join(t, a, now)))
+        match args::topic(&topic).and_then(|t| Ok((t, args::opt_bool(&options, "announce", true)?))) {
+            Ok((t, a)) => self.driver.topic_op(OpKind::Unit, t, Box::new(move |c, t, now| c.join(t, a, now))),
+            Err(e) => host::rejected(&e),
+        }
     }
 
     /// Leaves a topic.
     pub fn leave(&self, topic: JsValue) -> Promise {
-        let parsed = args::topic(&topic);
-        self.driver.op(OpKind::Unit, |c, now| parsed.and_then(|t| c.leave(t, now)))
+        match args::topic(&topic) {
+            Ok(t) => self.driver.topic_op(OpKind::Unit, t, Box::new(|c, t, now| c.leave(t, now))),
+            Err(e) => host::rejected(&e),
+        }
     }
 
     /// Announced peers of a topic.
     pub fn lookup(&self, topic: JsValue, options: JsValue) -> Promise {
-        let parsed = args::topic(&topic).and_then(|t| Ok((t, args::opt_u32(&options, "limit")?)));
-        self.driver.op(OpKind::Peers, |c, now| parsed.and_then(|(t, l)| c.lookup(t, l, now)))
+        match args::topic(&topic).and_then(|t| Ok((t, args::opt_u32(&options, "limit")?))) {
+            Ok((t, l)) => {
+                self.driver.topic_op(OpKind::Peers, t, Box::new(move |c, t, now| c.lookup(t, l, now)))
+            }
+            Err(e) => host::rejected(&e),
+        }
     }
 
     /// Connects to a peer; resolves with `{ handle, peerId, pc, channel }` once the channel is open.
@@ -80,12 +88,6 @@ impl WasmClient {
     /// Closes the client.
     pub fn close(&self) {
         self.driver.with_core(|c, now| c.close(now));
-    }
-
-    /// The hex topic id of a topic argument (what `peer-joined` events carry).
-    #[wasm_bindgen(js_name = topicId)]
-    pub fn topic_id(topic: JsValue) -> Result<String, JsValue> {
-        args::topic(&topic).map(|t| t.to_hex()).map_err(|e| js_err(&e))
     }
 
     /// Milliseconds on the client's clock (for tests).

@@ -1,4 +1,5 @@
-//! Ed25519 through WebCrypto (no signing code in the wasm) and `crypto.getRandomValues`.
+//! Ed25519 and SHA-256 through WebCrypto (no signing or hash code in the wasm) and
+//! `crypto.getRandomValues`.
 
 use js_sys::{Array, Object, Reflect, Uint8Array};
 use signal_mesh_proto::PeerId;
@@ -109,6 +110,15 @@ impl Identity {
         <[u8; 64]>::try_from(bytes.as_slice())
             .map_err(|_| ClientError::new(Code::Browser, "signature is not 64 bytes"))
     }
+}
+
+/// SHA-256 of `data` by `crypto.subtle.digest` (no hash code in the wasm).
+pub async fn sha256(data: &[u8]) -> Result<[u8; 32], ClientError> {
+    let promise =
+        subtle()?.digest_with_str_and_u8_array("SHA-256", data).map_err(|e| browser_error("digest", &e))?;
+    let buf = JsFuture::from(promise).await.map_err(|e| browser_error("digest", &e))?;
+    <[u8; 32]>::try_from(Uint8Array::new(&buf).to_vec().as_slice())
+        .map_err(|_| ClientError::new(Code::Browser, "digest is not 32 bytes"))
 }
 
 /// Decodes unpadded base64url (as in a JWK).

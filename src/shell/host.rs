@@ -66,7 +66,8 @@ pub struct Settle {
     kind: OpKind,
 }
 
-fn promise(kind: OpKind) -> (Promise, Option<Settle>) {
+/// A new promise and its halves.
+pub fn promise(kind: OpKind) -> (Promise, Option<Settle>) {
     let mut settle = None;
     let p = Promise::new(&mut |resolve, reject| settle = Some(Settle { resolve, reject, kind }));
     (p, settle)
@@ -200,6 +201,11 @@ impl Host {
             self.ops.insert(op, s);
         }
         p
+    }
+
+    /// Settles `op` with `settle` (a promise made earlier by [`promise`]).
+    pub fn register_op(&mut self, op: OpId, settle: Settle) {
+        self.ops.insert(op, settle);
     }
 
     /// The promise halves of `op`, once.

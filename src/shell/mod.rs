@@ -22,15 +22,17 @@ pub mod timer;
 mod tests;
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
 
 use bytes::Bytes;
+use signal_mesh_proto::TopicId;
 use wasm_bindgen::JsValue;
 
 use crate::core::vecmap::VecMap;
 use crate::core::{Client, ClientError, Config, ConnId, Event, Handle, Millis, OpId, Output, RtcCommand};
 use crypto::Identity;
-use host::{Host, OpKind};
+use host::{Host, OpKind, Settle};
 use rtc::{Rtc, RtcReport};
 use socket::{Socket, SocketEvent};
 use timer::Timeout;
@@ -53,8 +55,32 @@ pub struct Options {
     pub connect_timeout_ms: Option<u64>,
 }
 
+/// A topic as the application gave it: 32 bytes, or a name that is hashed (SHA-256 of its UTF-8,
+/// exactly `TopicId::from_name`) by WebCrypto before the operation starts.
+#[derive(Debug)]
+pub enum TopicArg {
+    /// A topic id.
+    Id(TopicId),
+    /// A name to hash (already checked against `MAX_TOPIC_NAME_BYTES`).
+    Name(String),
+}
+
+/// A topic operation on the core, started once the topic id is known.
+pub type TopicFn = Box<dyn FnOnce(&mut Client, TopicId, Millis) -> Result<OpId, ClientError>>;
+
+/// A topic operation waiting for its own hash or for an earlier operation's.
+struct TopicOp {
+    seq: u64,
+    topic: Option<Result<TopicId, ClientError>>,
+    run: TopicFn,
+    settle: Settle,
+}
+
 struct Inner {
     core: Client,
+    /// Topic operations in call order; each starts once it and all before it have their ids.
+    topic_ops: VecDeque<TopicOp>,
+    next_topic_seq: u64,
     identity: Identity,
     ice_servers: JsValue,
     socket: Option<(ConnId, Socket)>,
@@ -90,6 +116,8 @@ impl Driver {
         let core = Client::new(config, now());
         let inner = Inner {
             core,
+            topic_ops: VecDeque::new(),
+            next_topic_seq: 0,
             identity,
             ice_servers: options.ice_servers,
             socket: None,
@@ -142,6 +170,71 @@ impl Driver {
         };
         self.pump();
         p
+    }
+
+    /// Starts a topic operation (join, leave, lookup) and returns its promise. An id with no
+    /// operation waiting starts at once, like [`Driver::op`]; a name is hashed first. Operations
+    /// start in call order either way, so `join(name); leave(name)` joins before it leaves.
+    // One copy for join, leave and lookup (`f` is boxed, not generic).
+    pub fn topic_op(&self, kind: OpKind, topic: TopicArg, f: TopicFn) -> js_sys::Promise {
+        let (ready, name) = match topic {
+            TopicArg::Id(t) if self.inner.borrow().topic_ops.is_empty() => {
+                return self.op(kind, move |c, now| f(c, t, now));
+            }
+            TopicArg::Id(t) => (Some(Ok(t)), None),
+            TopicArg::Name(n) => (None, Some(n)),
+        };
+        let (p, settle) = host::promise(kind);
+        let Some(settle) = settle else { return p };
+        let seq = {
+            let mut inner = self.inner.borrow_mut();
+            let seq = inner.next_topic_seq;
+            inner.next_topic_seq += 1;
+            inner.topic_ops.push_back(TopicOp { seq, topic: ready, run: f, settle });
+            seq
+        };
+        if let Some(name) = name {
+            let weak = self.weak();
+            wasm_bindgen_futures::spawn_local(async move {
+                let id = crypto::sha256(name.as_bytes()).await.map(TopicId::from_array);
+                let Some(d) = Driver::from_weak(&weak) else { return };
+                if let Some(op) = d.inner.borrow_mut().topic_ops.iter_mut().find(|o| o.seq == seq) {
+                    op.topic = Some(id);
+                }
+                d.run_topic_ops();
+            });
+        }
+        p
+    }
+
+    // Runs the topic operations at the head of the queue whose ids are known.
+    fn run_topic_ops(&self) {
+        loop {
+            let op = {
+                let mut inner = self.inner.borrow_mut();
+                if inner.topic_ops.front().is_some_and(|o| o.topic.is_some()) {
+                    inner.topic_ops.pop_front()
+                } else {
+                    None
+                }
+            };
+            let Some(TopicOp { topic: Some(topic), run, settle, .. }) = op else { break };
+            let failed = {
+                let mut inner = self.inner.borrow_mut();
+                let now = now();
+                match topic.and_then(|t| run(&mut inner.core, t, now)) {
+                    Ok(op) => {
+                        inner.host.register_op(op, settle);
+                        None
+                    }
+                    Err(e) => Some((settle, e)),
+                }
+            };
+            if let Some((settle, e)) = failed {
+                settle.settle(Err(e), JsValue::UNDEFINED);
+            }
+        }
+        self.pump();
     }
 
     /// The client's peer id, hex.
