@@ -446,7 +446,7 @@ impl Client {
             self.in_flight.iter().filter(|(_, p)| p.deadline <= now).map(|(id, _)| *id).collect();
         let mut dead: Vec<Pending> = expired.iter().filter_map(|id| self.in_flight.remove(id)).collect();
         let (old, keep): (Vec<Pending>, Vec<Pending>) =
-            self.queued.drain(..).partition(|p| p.deadline <= now);
+            std::mem::take(&mut self.queued).into_iter().partition(|p| p.deadline <= now);
         self.queued = keep.into();
         dead.extend(old);
         for p in dead {
@@ -798,8 +798,13 @@ impl Client {
         if self.start_deadline.take().is_some() {
             self.emit(Event::StartFailed(err.clone()));
         }
-        let pending: Vec<Pending> =
-            self.in_flight.take_all().into_iter().map(|(_, p)| p).chain(self.queued.drain(..)).collect();
+        let pending: Vec<Pending> = self
+            .in_flight
+            .take_all()
+            .into_iter()
+            .map(|(_, p)| p)
+            .chain(std::mem::take(&mut self.queued))
+            .collect();
         for p in pending {
             if let Purpose::Op(op) | Purpose::Lookup { op, .. } = p.purpose {
                 self.emit(Event::OpDone { op, result: Err(ClientError::new(err.code, err.message.clone())) });
