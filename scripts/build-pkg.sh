@@ -25,7 +25,8 @@ cargo build -p signal-mesh --lib --target wasm32-unknown-unknown --profile wasm-
 wasm=target/wasm32-unknown-unknown/wasm-release/signal_mesh.wasm
 
 echo "build-pkg: wasm-bindgen --target web"
-wasm-bindgen --target web --out-dir "$work" --out-name signal_mesh "$wasm"
+# --encode-into always: every supported browser has TextEncoder.encodeInto (drops a fallback).
+wasm-bindgen --target web --encode-into always --out-dir "$work" --out-name signal_mesh "$wasm"
 
 # wasm-opt (npm binaryen) and terser, installed once under target/ (skipped when npm cannot
 # install them).
