@@ -18,7 +18,7 @@ use signal_mesh_proto::auth::{self, AuthError, NONCE_LEN};
 use signal_mesh_proto::message::Authenticate;
 use signal_mesh_proto::{
     Challenge, ClientMessage, DecodeError, ErrorCode, Limits, NodeId, PROTOCOL_VERSION, PeerId, RequestBody,
-    RequestId, ResponseBody, ServerMessage, TopicId, Welcome, decode_client,
+    RequestId, ResponseBody, ServerMessage, Welcome, decode_client,
 };
 
 /// Settings of a session that are not announced to the client.
@@ -61,38 +61,10 @@ pub enum State {
     Closing,
 }
 
-/// A validated request for the directory.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Op {
-    /// Join `topic`.
-    Join {
-        /// The topic.
-        topic: TopicId,
-        /// Whether others see this peer.
-        announce: bool,
-    },
-    /// Leave `topic`.
-    Leave {
-        /// The topic.
-        topic: TopicId,
-    },
-    /// A page of announced peers; `limit` is already between 1 and the maximum.
-    Lookup {
-        /// The topic.
-        topic: TopicId,
-        /// Page size.
-        limit: u32,
-        /// Exclusive start.
-        cursor: Option<PeerId>,
-    },
-    /// Relay `payload` (within the size limit) to `to`.
-    Signal {
-        /// The target.
-        to: PeerId,
-        /// The opaque payload, a slice of the received frame.
-        payload: Bytes,
-    },
-}
+/// A validated request for the directory: the protocol's [`RequestBody`] after the session's
+/// checks, so a `Lookup`'s `limit` is already between 1 and the maximum page and a `Signal`'s payload
+/// is within the size limit (the payload stays a slice of the received frame).
+pub type Op = RequestBody;
 
 /// What the driver must do after an input.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -331,8 +303,7 @@ impl Session {
         }
         let limits = &self.config.limits;
         let op = match body {
-            RequestBody::Join { topic, announce } => Op::Join { topic, announce },
-            RequestBody::Leave { topic } => Op::Leave { topic },
+            op @ (RequestBody::Join { .. } | RequestBody::Leave { .. }) => op,
             RequestBody::Lookup { topic, limit, cursor } => {
                 if limit > limits.max_lookup_page {
                     let msg = format!(
@@ -393,6 +364,7 @@ mod tests {
     use signal_mesh_proto::encode_client;
 
     use super::*;
+    use signal_mesh_proto::TopicId;
 
     fn node_id() -> NodeId {
         NodeId::new(vec![7u8; 32]).unwrap()
