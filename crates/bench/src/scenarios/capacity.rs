@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use hdrhistogram::Histogram;
 use serde_json::json;
 use signal_mesh_proto::{ClientMessage, RequestBody, ResponseBody, ServerMessage};
 
@@ -39,6 +40,21 @@ impl Default for Opts {
     fn default() -> Self {
         Opts { clients: 19_500, per_topic: 10, concurrency: 128, settle_secs: 2, setup_timeout_secs: 180 }
     }
+}
+
+/// What the async part of a run measured, by name: several fields share a type (two snapshots, two
+/// durations), so a positional tuple could swap them unnoticed.
+struct Held {
+    errors: Vec<String>,
+    auth_latency: Histogram<u64>,
+    elapsed: Duration,
+    after_connect: Result<Snapshot, BenchError>,
+    settled: Result<Snapshot, BenchError>,
+    clients: u64,
+    lookup_peers: Option<usize>,
+    alive: u64,
+    ping_elapsed: Duration,
+    limits: Option<String>,
 }
 
 /// Runs the scenario against a fresh node.
@@ -112,10 +128,10 @@ pub fn run(g: &Global, o: &Opts, nofile: u64) -> Result<Report, BenchError> {
         for c in held {
             c.close().await;
         }
-        (
-            connected.errors,
-            connected.auth_latency,
-            connected.elapsed,
+        Held {
+            errors: connected.errors,
+            auth_latency: connected.auth_latency,
+            elapsed: connected.elapsed,
             after_connect,
             settled,
             clients,
@@ -123,9 +139,9 @@ pub fn run(g: &Global, o: &Opts, nofile: u64) -> Result<Report, BenchError> {
             alive,
             ping_elapsed,
             limits,
-        )
+        }
     })?;
-    let (
+    let Held {
         errors,
         auth_latency,
         elapsed,
@@ -136,7 +152,7 @@ pub fn run(g: &Global, o: &Opts, nofile: u64) -> Result<Report, BenchError> {
         alive,
         ping_elapsed,
         limits,
-    ) = result;
+    } = result;
     let after_connect = after_connect?;
     let settled = settled?;
     let node_alive = t.alive();
