@@ -24,7 +24,9 @@ export type SignalMeshErrorCode =
   | 'INTERNAL'
   | 'POLICY_VIOLATION'
   | 'OVERLOADED'
-  | 'NOT_JOINED';
+  | 'NOT_JOINED'
+  | 'PEER_UNREACHABLE'
+  | 'PEER_BUSY';
 
 /** The error every rejected promise and `error` event carries. */
 export class SignalMeshError extends Error {

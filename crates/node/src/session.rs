@@ -186,6 +186,7 @@ impl Session {
             protocol_version: PROTOCOL_VERSION,
             peer_id: peer,
             limits: self.config.limits,
+            node_urls: Vec::new(),
         })
     }
 

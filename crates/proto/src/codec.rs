@@ -216,6 +216,7 @@ mod tests {
             protocol_version: 1,
             peer_id: peer,
             limits: Limits::default(),
+            node_urls: vec!["wss://n2.example.org/signal".into(), "ws://127.0.0.1:4001/signal".into()],
         }));
         for body in [
             ResponseBody::Ok,

@@ -41,11 +41,15 @@ pub enum ErrorCode {
     Overloaded,
     /// A leave for a topic that was not joined.
     NotJoined,
+    /// The target's node could not be reached in time.
+    PeerUnreachable,
+    /// The target's queue is past its watermark, or the sender used up its share of it.
+    PeerBusy,
 }
 
 impl ErrorCode {
     /// Every code, in wire order.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::BadRequest,
         ErrorCode::UnsupportedVersion,
         ErrorCode::AuthFailed,
@@ -62,6 +66,8 @@ impl ErrorCode {
         ErrorCode::PolicyViolation,
         ErrorCode::Overloaded,
         ErrorCode::NotJoined,
+        ErrorCode::PeerUnreachable,
+        ErrorCode::PeerBusy,
     ];
 
     /// The `SCREAMING_SNAKE_CASE` name used in the `.proto`, the docs and JavaScript.
@@ -83,6 +89,8 @@ impl ErrorCode {
             ErrorCode::PolicyViolation => "POLICY_VIOLATION",
             ErrorCode::Overloaded => "OVERLOADED",
             ErrorCode::NotJoined => "NOT_JOINED",
+            ErrorCode::PeerUnreachable => "PEER_UNREACHABLE",
+            ErrorCode::PeerBusy => "PEER_BUSY",
         }
     }
 
@@ -116,6 +124,8 @@ impl ErrorCode {
             ErrorCode::PolicyViolation => wire::ErrorCode::PolicyViolation,
             ErrorCode::Overloaded => wire::ErrorCode::Overloaded,
             ErrorCode::NotJoined => wire::ErrorCode::NotJoined,
+            ErrorCode::PeerUnreachable => wire::ErrorCode::PeerUnreachable,
+            ErrorCode::PeerBusy => wire::ErrorCode::PeerBusy,
         };
         w as i32
     }

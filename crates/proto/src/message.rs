@@ -79,7 +79,15 @@ pub struct Welcome {
     pub peer_id: PeerId,
     /// The limits the node enforces.
     pub limits: Limits,
+    /// Edge URLs of the other live nodes of the mesh, for failover (at most
+    /// [`MAX_NODE_URLS`] of at most [`MAX_NODE_URL_BYTES`] each; a decoder drops the rest).
+    pub node_urls: Vec<String>,
 }
+
+/// The most node URLs a `Welcome` carries (a decoder keeps the first this many).
+pub const MAX_NODE_URLS: usize = 16;
+/// The longest node URL a decoder keeps; longer ones are dropped.
+pub const MAX_NODE_URL_BYTES: usize = 512;
 
 /// A frame from a client.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -334,6 +342,12 @@ impl ServerMessage {
                 protocol_version: w.protocol_version,
                 peer_id: peer("welcome.peer_id", &w.peer_id)?,
                 limits: w.limits.ok_or(ParseError::Missing("welcome.limits"))?.into(),
+                node_urls: w
+                    .node_urls
+                    .into_iter()
+                    .filter(|u| !u.is_empty() && u.len() <= MAX_NODE_URL_BYTES)
+                    .take(MAX_NODE_URLS)
+                    .collect(),
             }),
             SKind::Response(r) => {
                 use wire::response::Kind;
@@ -390,6 +404,7 @@ impl ServerMessage {
                 protocol_version: w.protocol_version,
                 peer_id: w.peer_id.to_bytes(),
                 limits: Some(w.limits.into()),
+                node_urls: w.node_urls,
             }),
             ServerMessage::Response { id, body } => {
                 use wire::response::Kind;

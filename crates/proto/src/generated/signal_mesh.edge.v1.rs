@@ -152,6 +152,10 @@ pub struct Welcome {
     pub peer_id: ::prost::bytes::Bytes,
     #[prost(message, optional, tag = "3")]
     pub limits: ::core::option::Option<Limits>,
+    /// Edge URLs (`--public-url`) of the other live nodes of the mesh, for client failover. May be
+    /// empty (a lone node, or nodes without a public URL). Added in v1 without a version bump.
+    #[prost(string, repeated, tag = "4")]
+    pub node_urls: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 /// The limits this node enforces on this connection.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -308,6 +312,12 @@ pub enum ErrorCode {
     Overloaded = 15,
     /// A Leave for a topic the peer has not joined.
     NotJoined = 16,
+    /// The target peer is connected to another node of the mesh, but that node could not be
+    /// reached in time. The signal was not delivered; the sender may retry.
+    PeerUnreachable = 17,
+    /// The target peer's outbound queue is past its watermark, or this sender used up its share
+    /// of it. The signal was not delivered; the sender should slow down and retry.
+    PeerBusy = 18,
 }
 impl ErrorCode {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -333,6 +343,8 @@ impl ErrorCode {
             Self::PolicyViolation => "POLICY_VIOLATION",
             Self::Overloaded => "OVERLOADED",
             Self::NotJoined => "NOT_JOINED",
+            Self::PeerUnreachable => "PEER_UNREACHABLE",
+            Self::PeerBusy => "PEER_BUSY",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -355,6 +367,8 @@ impl ErrorCode {
             "POLICY_VIOLATION" => Some(Self::PolicyViolation),
             "OVERLOADED" => Some(Self::Overloaded),
             "NOT_JOINED" => Some(Self::NotJoined),
+            "PEER_UNREACHABLE" => Some(Self::PeerUnreachable),
+            "PEER_BUSY" => Some(Self::PeerBusy),
             _ => None,
         }
     }
