@@ -12,6 +12,7 @@ use signal_mesh_proto::{
 use super::backoff::{Rng, backoff_delay};
 use super::error::{ClientError, Code, decimal};
 use super::peers::{Handle, PeerSession};
+use super::servers::ServerList;
 use super::signal::{Candidate, PeerSignal};
 use super::vecmap::VecMap;
 use super::{Millis, OpId};
@@ -29,7 +30,7 @@ pub const MAX_LOOKUP: u32 = 10_000;
 /// Settings of a [`Client`]. Every duration is in milliseconds.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Node `/signal` URLs, tried in order.
+    /// Node `/signal` URLs, tried in order (then those the nodes announce, see [`ServerList`]).
     pub servers: Vec<String>,
     /// This client's peer id (the public key the shell signs with).
     pub peer_id: PeerId,
@@ -283,7 +284,7 @@ pub struct Client {
     state: ClientState,
     link: Link,
     next_conn: ConnId,
-    server: usize,
+    servers: ServerList,
     failures: u32,
     last_failure: Option<ClientError>,
     start_deadline: Option<Millis>,
@@ -308,7 +309,7 @@ impl Client {
             state: ClientState::Connecting,
             link: Link::Waiting { at: now },
             next_conn: 1,
-            server: 0,
+            servers: ServerList::new(config.servers.clone()),
             failures: 0,
             last_failure: None,
             start_deadline: Some(now + config.connect_timeout_ms),
@@ -324,7 +325,7 @@ impl Client {
             out: VecDeque::new(),
             config,
         };
-        if c.config.servers.is_empty() {
+        if c.servers.is_empty() {
             c.shutdown(ClientError::invalid("no servers given"));
         } else {
             c.handle_timeout(now);
@@ -349,7 +350,12 @@ impl Client {
 
     /// The index in the server list of the node in use or being tried.
     pub fn server_index(&self) -> usize {
-        self.server
+        self.servers.index()
+    }
+
+    /// The failover list: the configured URLs, then those learned from nodes' `Welcome`.
+    pub fn servers(&self) -> &[String] {
+        self.servers.urls()
     }
 
     /// The next thing for the shell to do.
@@ -459,7 +465,7 @@ impl Client {
     fn open_socket(&mut self, now: Millis) {
         let conn = self.next_conn;
         self.next_conn += 1;
-        let url = self.config.servers[self.server % self.config.servers.len()].clone();
+        let url = self.servers.current().to_owned();
         self.link =
             Link::Handshake { conn, deadline: now + self.config.handshake_timeout_ms, challenge: None };
         self.push(Output::OpenSocket { conn, url });
@@ -513,7 +519,7 @@ impl Client {
             self.set_state(ClientState::Offline);
         } else {
             self.failures = self.failures.saturating_add(1);
-            self.server = (self.server + 1) % self.config.servers.len();
+            self.servers.advance();
             self.in_flight.retain(|_, p| !matches!(p.purpose, Purpose::Rejoin));
         }
         self.last_failure = Some(why);
@@ -548,6 +554,7 @@ impl Client {
             ServerMessage::Welcome(w) => {
                 if matches!(self.link, Link::Handshake { challenge: Some(_), .. }) {
                     self.limits = w.limits;
+                    self.servers.learn(&w.node_urls);
                     self.on_welcome(conn, now);
                 }
             }

@@ -9,6 +9,7 @@
 //! # Layout
 //! - [`client`]: the edge session (handshake, requests, keepalive, reconnect and failover, re-join).
 //! - [`peers`]: per-peer WebRTC negotiation (sessions, glare, reject, ICE restart, bye).
+//! - [`servers`]: the failover list (configured node URLs, then those nodes announce).
 //! - [`signal`]: the peer-to-peer payload (`peer/v1/peer.proto`) as domain types.
 //! - [`backoff`]: reconnect delays and the seeded random source.
 //! - [`error`]: [`ClientError`] and its stable [`Code`]s.
@@ -17,6 +18,7 @@ pub mod backoff;
 pub mod client;
 pub mod error;
 pub mod peers;
+pub mod servers;
 pub mod signal;
 pub mod vecmap;
 

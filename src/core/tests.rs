@@ -117,6 +117,11 @@ impl Sim {
 
     /// Completes the handshake on the current socket, checking the signature like a node does.
     fn authenticate(&mut self, limits: Limits) {
+        self.authenticate_with(limits, Vec::new());
+    }
+
+    /// Like [`Sim::authenticate`], with the `node_urls` the node announces in its `Welcome`.
+    fn authenticate_with(&mut self, limits: Limits, node_urls: Vec<String>) {
         let conn = self.conn.unwrap();
         self.c.handle_socket_open(conn, self.now);
         let challenge = Challenge {
@@ -138,7 +143,7 @@ impl Sim {
         assert_eq!(protocol_version, 1);
         assert_eq!(nonce, challenge.nonce);
         assert_eq!(verify(&peer_id, &challenge.node_id, &challenge.nonce, &signature), Ok(()));
-        self.node_says(ServerMessage::Welcome(Welcome { protocol_version: 1, peer_id, limits, node_urls: Vec::new() }));
+        self.node_says(ServerMessage::Welcome(Welcome { protocol_version: 1, peer_id, limits, node_urls }));
     }
 
     fn online(&mut self) {
@@ -235,6 +240,53 @@ fn given_the_first_server_down_then_the_client_lands_on_the_second() {
     s.online();
     assert_eq!(s.c.state(), ClientState::Online);
     assert_eq!(s.c.server_index(), 1);
+}
+
+#[test]
+fn given_one_configured_node_that_dies_then_the_client_fails_over_to_the_nodes_it_announced() {
+    let mut s = Sim::new(4, &SERVERS[..1]);
+    let announced = vec!["ws://b/signal".to_string(), SERVERS[0].to_string(), "ws://c/signal".to_string()];
+    s.authenticate_with(Limits::default(), announced);
+    let op = s.c.join(topic("room"), true, s.now).unwrap();
+    let (id, _) = s.requests()[0].clone();
+    s.respond(id, ResponseBody::Ok);
+    assert_eq!(s.op_result(op), Some(Ok(OpResult::Done)));
+    // Configured first, then the announced ones, without the duplicate of the configured one.
+    assert_eq!(s.c.servers(), [SERVERS[0], "ws://b/signal", "ws://c/signal"]);
+
+    // Node a dies: the client retries it once, then moves on to b, where it re-joins its topic.
+    s.socket_closed(Some(1006));
+    assert_eq!(s.c.state(), ClientState::Offline);
+    s.advance_to(s.c.poll_timeout().unwrap());
+    assert_eq!(s.opened.last().unwrap().1, SERVERS[0]);
+    s.socket_closed(None);
+    s.advance_to(s.c.poll_timeout().unwrap());
+    assert_eq!(s.opened.last().unwrap().1, "ws://b/signal");
+    // b's Welcome no longer lists the dead node a (it is configured, so it stays) but a new node d.
+    s.authenticate_with(Limits::default(), vec!["ws://c/signal".into(), "ws://d/signal".into()]);
+    assert_eq!(s.c.state(), ClientState::Online);
+    assert_eq!(s.c.server_index(), 1);
+    assert_eq!(s.c.servers(), [SERVERS[0], "ws://b/signal", "ws://c/signal", "ws://d/signal"]);
+    let rejoin = s.requests();
+    assert_eq!(rejoin.len(), 1);
+    assert_eq!(rejoin[0].1, RequestBody::Join { topic: topic("room"), announce: true });
+
+    // b dies too: after one retry of b, the client goes on to c, then d.
+    s.socket_closed(Some(1006));
+    for _ in 0..3 {
+        s.advance_to(s.c.poll_timeout().unwrap());
+        s.socket_closed(None);
+    }
+    let tail: Vec<&str> = s.opened.iter().rev().take(3).rev().map(|(_, u)| u.as_str()).collect();
+    assert_eq!(tail, ["ws://b/signal", "ws://c/signal", "ws://d/signal"]);
+}
+
+#[test]
+fn given_a_node_announcing_garbage_urls_then_only_websocket_urls_are_tried() {
+    let mut s = Sim::new(4, &SERVERS[..1]);
+    let junk = vec!["http://x/".to_string(), "javascript:1".into(), String::new(), "wss://ok/signal".into()];
+    s.authenticate_with(Limits::default(), junk);
+    assert_eq!(s.c.servers(), [SERVERS[0], "wss://ok/signal"]);
 }
 
 #[test]
