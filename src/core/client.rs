@@ -11,6 +11,7 @@ use signal_mesh_proto::{
 
 use super::backoff::{Rng, backoff_delay};
 use super::error::{ClientError, Code, decimal};
+use super::pacer::Pacer;
 use super::peers::{Handle, PeerSession};
 use super::servers::ServerList;
 use super::signal::{Candidate, PeerSignal};
@@ -22,8 +23,11 @@ pub type ConnId = u32;
 
 /// Server frames larger than this are not parsed (nodes announce far smaller limits).
 const MAX_SERVER_FRAME: usize = 1 << 20;
-/// Most requests waiting for a connection at once; more fail with `LIMIT_EXCEEDED`.
-const MAX_QUEUED: usize = 1024;
+/// Most requests waiting (for a connection, a token or a free slot) at once; more fail with
+/// `LIMIT_EXCEEDED`.
+pub const MAX_QUEUED: usize = 1024;
+/// Most requests sent and not yet answered; more wait in the queue.
+pub const MAX_IN_FLIGHT: usize = 64;
 /// The longest lookup the client pages through for one call.
 pub const MAX_LOOKUP: u32 = 10_000;
 
@@ -289,6 +293,7 @@ pub struct Client {
     last_failure: Option<ClientError>,
     start_deadline: Option<Millis>,
     limits: Limits,
+    pacer: Pacer,
     next_request: RequestId,
     next_op: OpId,
     in_flight: VecMap<RequestId, Pending>,
@@ -314,6 +319,7 @@ impl Client {
             last_failure: None,
             start_deadline: Some(now + config.connect_timeout_ms),
             limits: Limits::default(),
+            pacer: Pacer::for_limits(&Limits::default(), now),
             next_request: 1,
             next_op: 1,
             in_flight: VecMap::new(),
@@ -372,8 +378,12 @@ impl Client {
             Link::Down => None,
         };
         let requests = self.in_flight.values().chain(self.queued.iter()).map(|p| p.deadline).min();
+        let paced = (matches!(self.link, Link::Up { .. })
+            && !self.queued.is_empty()
+            && self.in_flight.len() < MAX_IN_FLIGHT)
+            .then(|| self.pacer.next_token());
         let sessions = self.sessions.values().filter_map(|s| s.deadline).min();
-        [link, requests, sessions, self.start_deadline].into_iter().flatten().min()
+        [link, requests, paced, sessions, self.start_deadline].into_iter().flatten().min()
     }
 
     pub(super) fn push(&mut self, o: Output) {
@@ -423,6 +433,8 @@ impl Client {
                     self.link_lost(now, ClientError::timeout("the node went silent"));
                 } else if now >= next_ping {
                     let nonce = self.rng.next_u64();
+                    // A ping takes a token from the node's bucket too; the pacer keeps two for it.
+                    let _ = self.pacer.try_take(now);
                     self.send(conn, ClientMessage::Ping(nonce));
                     let next_ping = now + self.ping_interval();
                     self.link = Link::Up { conn, next_ping, last_rx };
@@ -432,6 +444,7 @@ impl Client {
         }
         self.expire_requests(now);
         self.expire_sessions(now);
+        self.flush(now);
     }
 
     /// The node's idle timeout (the default when a node announces none).
@@ -554,6 +567,7 @@ impl Client {
             ServerMessage::Welcome(w) => {
                 if matches!(self.link, Link::Handshake { challenge: Some(_), .. }) {
                     self.limits = w.limits;
+                    self.pacer = Pacer::for_limits(&w.limits, now);
                     self.servers.learn(&w.node_urls);
                     self.on_welcome(conn, now);
                 }
@@ -574,6 +588,8 @@ impl Client {
                 }
             }
         }
+        // A response frees a slot; anything may have queued requests.
+        self.flush(now);
     }
 
     fn on_challenge(&mut self, conn: ConnId, c: Challenge, now: Millis) {
@@ -620,16 +636,15 @@ impl Client {
         }
         let deadline = now + self.config.request_timeout_ms;
         let rejoin: Vec<(TopicId, bool)> = self.topics.iter().map(|(t, a)| (*t, *a)).collect();
-        for (topic, announce) in rejoin {
-            self.send_request(Pending {
+        // Re-joins go first, then what waited for the connection, all paced.
+        for (topic, announce) in rejoin.into_iter().rev() {
+            self.queued.push_front(Pending {
                 body: RequestBody::Join { topic, announce },
                 purpose: Purpose::Rejoin,
                 deadline,
             });
         }
-        while let Some(p) = self.queued.pop_front() {
-            self.send_request(p);
-        }
+        self.flush(now);
     }
 
     fn send(&mut self, conn: ConnId, msg: ClientMessage) {
@@ -648,29 +663,24 @@ impl Client {
         if self.state == ClientState::Closed {
             return Err(ClientError::closed("the client is closed"));
         }
-        let p = Pending { body, purpose, deadline: now + self.config.request_timeout_ms };
-        if matches!(self.link, Link::Up { .. }) {
-            self.send_request(p);
-        } else if self.queued.len() >= MAX_QUEUED {
-            return Err(ClientError::new(
-                Code::Node(ErrorCode::LimitExceeded),
-                "too many requests waiting for a connection",
-            ));
-        } else {
-            self.queued.push_back(p);
+        if self.queued.len() >= MAX_QUEUED {
+            return Err(ClientError::new(Code::Node(ErrorCode::LimitExceeded), "too many requests waiting"));
         }
+        self.queued.push_back(Pending { body, purpose, deadline: now + self.config.request_timeout_ms });
+        self.flush(now);
         Ok(())
     }
 
-    fn send_request(&mut self, p: Pending) {
-        let Link::Up { conn, .. } = self.link else {
-            self.queued.push_back(p);
-            return;
-        };
-        let id = self.next_request;
-        self.next_request += 1;
-        self.send(conn, ClientMessage::Request { id, body: p.body.clone() });
-        self.in_flight.insert(id, p);
+    /// Sends queued requests, in order, while online, a slot is free and the pacer has a token.
+    fn flush(&mut self, now: Millis) {
+        let Link::Up { conn, .. } = self.link else { return };
+        while !self.queued.is_empty() && self.in_flight.len() < MAX_IN_FLIGHT && self.pacer.try_take(now) {
+            let Some(p) = self.queued.pop_front() else { break };
+            let id = self.next_request;
+            self.next_request += 1;
+            self.send(conn, ClientMessage::Request { id, body: p.body.clone() });
+            self.in_flight.insert(id, p);
+        }
     }
 
     fn on_response(&mut self, id: RequestId, body: ResponseBody, now: Millis) {

@@ -9,6 +9,7 @@
 //! # Layout
 //! - [`client`]: the edge session (handshake, requests, keepalive, reconnect and failover, re-join).
 //! - [`peers`]: per-peer WebRTC negotiation (sessions, glare, reject, ICE restart, bye).
+//! - [`pacer`]: requests paced by the node's announced token bucket.
 //! - [`servers`]: the failover list (configured node URLs, then those nodes announce).
 //! - [`signal`]: the peer-to-peer payload (`peer/v1/peer.proto`) as domain types.
 //! - [`backoff`]: reconnect delays and the seeded random source.
@@ -17,6 +18,7 @@
 pub mod backoff;
 pub mod client;
 pub mod error;
+pub mod pacer;
 pub mod peers;
 pub mod servers;
 pub mod signal;

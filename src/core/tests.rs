@@ -931,3 +931,99 @@ fn given_too_many_sessions_then_further_offers_are_rejected() {
     assert!(matches!(PeerSignal::decode(payload.clone()).unwrap().message, PeerMessage::Reject { .. }));
     assert_eq!(s.c.connect(late, "x", s.now).unwrap_err().code, Code::Node(ErrorCode::LimitExceeded));
 }
+
+// ---- pacing ------------------------------------------------------------------------------------
+
+/// The node's token bucket, as the node keeps it (`session.rs`): refilled at `rps`, at most `burst`.
+struct NodeBucket {
+    rps: f64,
+    burst: f64,
+    tokens: f64,
+    last: Millis,
+}
+
+impl NodeBucket {
+    fn take(&mut self, now: Millis) -> bool {
+        self.tokens = (self.tokens + (now - self.last) as f64 * self.rps / 1000.0).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[test]
+fn given_16_simultaneous_connects_then_requests_are_paced_within_the_announced_bucket() {
+    let mut s = Sim::new(40, &SERVERS[..1]);
+    let limits = Limits { requests_per_second: 40, request_burst: 20, ..Limits::default() };
+    s.authenticate_with(limits, Vec::new());
+    let mut node = NodeBucket { rps: 40.0, burst: 20.0, tokens: 20.0, last: s.now };
+    let peers: Vec<PeerId> = (0..16u8).map(|i| Identity::from_seed([100 + i; 32]).peer_id()).collect();
+    let ops: Vec<OpId> = peers.iter().map(|p| s.c.connect(*p, "x", s.now).unwrap()).collect();
+    s.drain();
+    // The fake WebRTC stack makes each offer and 8 candidates at once.
+    for cmd in std::mem::take(&mut s.rtc) {
+        if let RtcCommand::CreateOffer { handle, .. } = cmd {
+            s.c.rtc_local_description(handle, "offer".into(), s.now);
+            for i in 0..8 {
+                let c = Candidate { candidate: format!("c{i}"), ..Default::default() };
+                s.c.rtc_local_candidate(handle, c, s.now);
+            }
+        }
+    }
+    s.drain();
+    // The node answers each request 1 ms later and checks its bucket; nothing is ever rate limited.
+    let mut per_peer: Vec<Vec<PeerMessage>> = vec![Vec::new(); peers.len()];
+    let mut total = 0;
+    let mut most_in_flight = 0;
+    while total < 16 * 9 {
+        let reqs = s.requests();
+        most_in_flight = most_in_flight.max(reqs.len());
+        for (_, body) in &reqs {
+            assert!(node.take(s.now), "the node's bucket ran dry at {} after {total} requests", s.now);
+            let RequestBody::Signal { to, payload } = body else { panic!("{body:?}") };
+            let i = peers.iter().position(|p| p == to).unwrap();
+            per_peer[i].push(PeerSignal::decode(payload.clone()).unwrap().message);
+            total += 1;
+        }
+        let start = s.now;
+        s.advance(1);
+        for (id, _) in reqs {
+            s.respond(id, ResponseBody::Ok);
+        }
+        if total == 16 * 9 {
+            break;
+        }
+        s.advance_to(s.c.poll_timeout().unwrap().max(start + 1));
+        assert!(s.now < 1000 + 10_000, "pacing stalled after {total} requests");
+    }
+    // 144 requests, 18 at once then 36 per second: about 3.5 s, not more.
+    assert!(s.now - 1000 <= 4_500, "took {} ms", s.now - 1000);
+    assert!(most_in_flight <= crate::core::client::MAX_IN_FLIGHT);
+    for msgs in &per_peer {
+        assert!(matches!(msgs[0], PeerMessage::Offer { .. }), "the offer goes before its candidates");
+        assert_eq!(msgs.len(), 9);
+    }
+    for op in ops {
+        assert_eq!(s.op_result(op), None, "no connect failed");
+    }
+}
+
+#[test]
+fn given_unanswered_requests_then_at_most_max_in_flight_are_outstanding() {
+    let mut s = Sim::new(41, &SERVERS[..1]);
+    s.online();
+    let max = crate::core::client::MAX_IN_FLIGHT;
+    for i in 0..(max + 10) {
+        s.c.join(topic(&format!("t{i}")), true, s.now).unwrap();
+    }
+    let first = s.requests();
+    assert_eq!(first.len(), max);
+    s.advance(100);
+    assert!(s.requests().is_empty(), "nothing more is sent while every slot is taken");
+    s.respond(first[0].0, ResponseBody::Ok);
+    assert_eq!(s.requests().len(), 1, "one answer frees one slot");
+}
