@@ -1,5 +1,7 @@
 // Type declarations of the Signal Mesh package entry (handwritten for the handwritten facade in
 // index.js; the wasm-bindgen declarations of the internal engine are in signal_mesh.d.ts).
+// tests/types/ type-checks them with tsc, and checks that the code list below is exactly the
+// proto's `ErrorCode` plus the client's own codes (`src/core/error.rs`).
 
 /** Stable error codes: the node's protocol codes plus the client's own. */
 export type SignalMeshErrorCode =
@@ -10,6 +12,7 @@ export type SignalMeshErrorCode =
   | 'CLOSED'
   | 'BROWSER_ERROR'
   | 'UNSUPPORTED'
+  | 'ABORTED'
   | 'BAD_REQUEST'
   | 'UNSUPPORTED_VERSION'
   | 'AUTH_FAILED'
@@ -30,9 +33,10 @@ export type SignalMeshErrorCode =
 
 /** The error every rejected promise and `error` event carries. */
 export class SignalMeshError extends Error {
-  constructor(code: SignalMeshErrorCode | string, message: string, cause?: unknown);
+  constructor(code: SignalMeshErrorCode, message: string, cause?: unknown);
   readonly name: 'SignalMeshError';
-  readonly code: SignalMeshErrorCode | string;
+  /** A code of a newer node that this client does not know yet still arrives as a string. */
+  readonly code: SignalMeshErrorCode | (string & {});
 }
 
 export type ClientState = 'connecting' | 'online' | 'offline' | 'closed';
@@ -50,15 +54,32 @@ export interface SignalClientOptions {
 export interface PeerEventDetail {
   /** Topic id, lowercase hex of 32 bytes. */
   topic: string;
+  /** The name the app joined (or looked up) the topic by, when it used a name. */
+  topicName?: string;
   peerId: string;
+}
+
+export interface LookupOptions {
+  /** How many peers at most (paged through); default one page of the node's size. */
+  limit?: number;
+  /** Aborts the lookup: the promise rejects with `ABORTED`. */
+  signal?: AbortSignal;
+}
+
+export interface ConnectOptions {
+  /** The data channel label; default 'signal-mesh'. */
+  label?: string;
+  /** Aborts the attempt (the peer is told): the promise rejects with `ABORTED`. */
+  signal?: AbortSignal;
 }
 
 export interface PeerConnectionEventMap {
   close: Event;
 }
 
-/** A direct WebRTC connection to another peer. */
-export interface PeerConnection extends EventTarget {
+/** A direct WebRTC connection to another peer (made by `connect()` and `connection` events). */
+export class PeerConnection extends EventTarget {
+  private constructor();
   readonly peerId: string;
   readonly pc: RTCPeerConnection;
   /** Open when handed out. */
@@ -92,9 +113,11 @@ export class SignalClient extends EventTarget {
   onIncoming: ((peerId: string) => boolean | Promise<boolean>) | null;
   join(topic: string | Uint8Array, options?: { announce?: boolean }): Promise<void>;
   leave(topic: string | Uint8Array): Promise<void>;
-  lookup(topic: string | Uint8Array, options?: { limit?: number }): Promise<string[]>;
-  connect(peerId: string, options?: { label?: string }): Promise<PeerConnection>;
+  lookup(topic: string | Uint8Array, options?: LookupOptions): Promise<string[]>;
+  connect(peerId: string, options?: ConnectOptions): Promise<PeerConnection>;
+  /** Closes every connection and the link to the node, and frees the wasm engine. */
   close(): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
   addEventListener<K extends keyof SignalClientEventMap>(
     type: K,
     listener: (this: SignalClient, ev: SignalClientEventMap[K]) => unknown,

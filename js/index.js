@@ -34,6 +34,15 @@ export class SignalMeshError extends Error {
 }
 
 const wrap = (p) => p.catch((e) => { throw SignalMeshError.from(e); });
+const fail = (code, message, cause) => Promise.reject(new SignalMeshError(code, message, cause));
+const closed = () => fail('CLOSED', 'the client is closed');
+const aborted = (signal) => new SignalMeshError('ABORTED', 'the operation was aborted', signal.reason);
+const encoder = new TextEncoder();
+const toHex = (bytes) => Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+/** Most topic names remembered for `detail.topicName` (the oldest is forgotten first). */
+const MAX_NAMES = 1024;
+/** The longest topic name, in UTF-8 bytes (the protocol's limit). */
+const MAX_TOPIC_NAME_BYTES = 1024;
 
 /** A direct connection to another peer; `channel` is open when handed out. Fires `close`. */
 export class PeerConnection extends EventTarget {
@@ -62,7 +71,7 @@ export class PeerConnection extends EventTarget {
   /** Closes the connection; the remote peer is told and sees its channel close. */
   close() {
     if (this.#closed) return;
-    this.#engine.closeConnection(this.#handle);
+    try { this.#engine.closeConnection(this.#handle); } catch { /* the client is closed */ }
     this._closed();
   }
 
@@ -79,8 +88,13 @@ export class PeerConnection extends EventTarget {
 /** A client of the Signal Mesh: discovery on topics and WebRTC signaling through signal nodes. */
 export class SignalClient extends EventTarget {
   #engine;
+  #closed = false;
   #connections = new Map();
   #peerId;
+  /** Topic id hex -> the name the app used, for `detail.topicName`. */
+  #names = new Map();
+  /** Topic ids in call order: `join(name); leave(name)` joins before it leaves. */
+  #topics = Promise.resolve();
 
   /**
    * Called for every incoming connection offer with the remote peer id; return (or resolve to)
@@ -115,36 +129,89 @@ export class SignalClient extends EventTarget {
 
   /** 'connecting' | 'online' | 'offline' | 'closed' */
   get state() {
+    if (this.#closed) return 'closed';
     return this.#engine ? this.#engine.state : 'connecting';
   }
 
   /** Joins (and by default announces on) a topic: a string name or 32 bytes. */
   join(topic, options) {
-    return wrap(this.#engine.join(topic, options));
+    return this.#topicOp(topic, (e, id) => e.join(id, options));
   }
 
   /** Leaves a topic. */
   leave(topic) {
-    return wrap(this.#engine.leave(topic));
+    return this.#topicOp(topic, (e, id) => e.leave(id));
   }
 
-  /** Peer ids announced on a topic. */
+  /** Peer ids announced on a topic; `options.signal` aborts it. */
   lookup(topic, options) {
-    return wrap(this.#engine.lookup(topic, options));
+    return this.#topicOp(topic, (e, id) => e.lookup(id, options), options && options.signal);
   }
 
-  /** Opens a WebRTC data channel to a peer. */
+  /** Opens a WebRTC data channel to a peer; `options.signal` aborts it. */
   async connect(peerId, options) {
-    const raw = await wrap(this.#engine.connect(peerId, options));
+    const raw = await this.#abortable(options && options.signal, (e) => e.connect(peerId, options));
     return this.#wrapConnection(raw);
   }
 
-  /** Closes every connection and the link to the node. */
+  /** Closes every connection and the link to the node, and frees the wasm engine. */
   async close() {
-    if (!this.#engine) return;
-    this.#engine.close();
+    const engine = this.#engine;
+    if (this.#closed || !engine) return;
+    this.#closed = true;
+    this.#engine = undefined;
+    engine.close();
     for (const c of this.#connections.values()) c._closed();
     this.#connections.clear();
+    this.#names.clear();
+    // Freed once the current call into the engine (an event listener may be running inside one)
+    // has returned: the engine's callbacks capture this client, a cycle no GC can break.
+    queueMicrotask(() => engine.free());
+  }
+
+  /** `await using client = await SignalClient.create(...)` closes it at the end of the scope. */
+  [Symbol.asyncDispose ?? Symbol.for('Symbol.asyncDispose')]() {
+    return this.close();
+  }
+
+  /** Calls the engine; `signal` aborts the operation (its promise rejects with `ABORTED`). */
+  #abortable(signal, call) {
+    const engine = this.#engine;
+    if (!engine) return closed();
+    if (signal && signal.aborted) return Promise.reject(aborted(signal));
+    const p = wrap(call(engine));
+    if (!signal) return p;
+    const op = engine.lastOp;
+    const abort = () => { if (this.#engine) this.#engine.cancel(op); };
+    signal.addEventListener('abort', abort, { once: true });
+    return p.finally(() => signal.removeEventListener('abort', abort));
+  }
+
+  /** Resolves `topic` to its 32 bytes (names hashed with SHA-256 in call order), then calls. */
+  #topicOp(topic, call, signal) {
+    if (!this.#engine) return closed();
+    let id;
+    if (typeof topic === 'string') {
+      const bytes = encoder.encode(topic);
+      if (bytes.length > MAX_TOPIC_NAME_BYTES) {
+        return fail('INVALID_ARGUMENT', `topic name is ${bytes.length} bytes; at most ${MAX_TOPIC_NAME_BYTES} are allowed`);
+      }
+      id = this.#topics.then(() => crypto.subtle.digest('SHA-256', bytes)).then((d) => {
+        const b = new Uint8Array(d);
+        const hex = toHex(b);
+        this.#names.delete(hex);
+        this.#names.set(hex, topic);
+        if (this.#names.size > MAX_NAMES) this.#names.delete(this.#names.keys().next().value);
+        return b;
+      });
+    } else {
+      id = this.#topics.then(() => topic);
+    }
+    this.#topics = id.catch(() => {});
+    return id.then(
+      (b) => this.#abortable(signal, (e) => call(e, b)),
+      (e) => fail('BROWSER_ERROR', `hashing the topic name failed: ${e && e.message}`, e),
+    );
   }
 
   #wrapConnection(raw) {
@@ -170,6 +237,12 @@ export class SignalClient extends EventTarget {
       case 'error':
         detail = { error: SignalMeshError.from(detail.error) };
         break;
+      case 'peer-joined':
+      case 'peer-left': {
+        const name = this.#names.get(detail.topic);
+        if (name !== undefined) detail.topicName = name;
+        break;
+      }
       default:
     }
     this.dispatchEvent(new CustomEvent(type, { detail }));

@@ -45,29 +45,35 @@ impl WasmClient {
         self.driver.state().to_owned()
     }
 
-    /// Joins a topic (`announce` defaults to true).
+    /// Joins a topic id (`announce` defaults to true).
     pub fn join(&self, topic: JsValue, options: JsValue) -> Promise {
-        match args::topic(&topic).and_then(|t| Ok((t, args::opt_bool(&options, "announce", true)?))) {
-            Ok((t, a)) => self.driver.topic_op(OpKind::Unit, t, Box::new(move |c, t, now| c.join(t, a, now))),
-            Err(e) => host::rejected(&e),
-        }
+        let parsed = args::topic(&topic).and_then(|t| Ok((t, args::opt_bool(&options, "announce", true)?)));
+        self.driver.op(OpKind::Unit, |c, now| parsed.and_then(|(t, a)| c.join(t, a, now)))
     }
 
-    /// Leaves a topic.
+    /// Leaves a topic id.
     pub fn leave(&self, topic: JsValue) -> Promise {
-        match args::topic(&topic) {
-            Ok(t) => self.driver.topic_op(OpKind::Unit, t, Box::new(|c, t, now| c.leave(t, now))),
-            Err(e) => host::rejected(&e),
-        }
+        let parsed = args::topic(&topic);
+        self.driver.op(OpKind::Unit, |c, now| parsed.and_then(|t| c.leave(t, now)))
     }
 
-    /// Announced peers of a topic.
+    /// Announced peers of a topic id.
     pub fn lookup(&self, topic: JsValue, options: JsValue) -> Promise {
-        match args::topic(&topic).and_then(|t| Ok((t, args::opt_u32(&options, "limit")?))) {
-            Ok((t, l)) => {
-                self.driver.topic_op(OpKind::Peers, t, Box::new(move |c, t, now| c.lookup(t, l, now)))
-            }
-            Err(e) => host::rejected(&e),
+        let parsed = args::topic(&topic).and_then(|t| Ok((t, args::opt_u32(&options, "limit")?)));
+        self.driver.op(OpKind::Peers, |c, now| parsed.and_then(|(t, l)| c.lookup(t, l, now)))
+    }
+
+    /// The operation the last join, leave, lookup or connect call started (-1 if it failed at
+    /// once), for [`WasmClient::cancel`].
+    #[wasm_bindgen(getter, js_name = lastOp)]
+    pub fn last_op(&self) -> f64 {
+        self.driver.last_op().map_or(-1.0, |op| op as f64)
+    }
+
+    /// Aborts a lookup or connect: its promise rejects with `ABORTED`.
+    pub fn cancel(&self, op: f64) {
+        if op >= 0.0 {
+            self.driver.with_core(|c, now| c.cancel(op as u64, now));
         }
     }
 
@@ -88,6 +94,12 @@ impl WasmClient {
     /// Closes the client.
     pub fn close(&self) {
         self.driver.with_core(|c, now| c.close(now));
+    }
+
+    /// How many engines are alive: created and not yet freed (for tests).
+    #[wasm_bindgen(js_name = liveEngines)]
+    pub fn live_engines() -> u32 {
+        crate::shell::live_engines()
     }
 
     /// Milliseconds on the client's clock (for tests).

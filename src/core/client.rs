@@ -793,6 +793,27 @@ impl Client {
         Ok(op)
     }
 
+    /// The application gave up on `op` (a lookup or a connect): it completes at once with
+    /// `ABORTED`. A connection attempt nobody else waits for is dropped (the peer is told); a
+    /// lookup's late reply is ignored. Join and leave are not abortable (they are quick and change
+    /// state on the node either way); for them, and for finished operations, this does nothing.
+    pub fn cancel(&mut self, op: OpId, now: Millis) {
+        let is_op = |p: &Pending| matches!(p.purpose, Purpose::Lookup { op: o, .. } if o == op);
+        let request = self.in_flight.iter().find(|(_, p)| is_op(p)).map(|(id, _)| *id);
+        let found = match request {
+            Some(id) => self.in_flight.remove(&id).is_some(),
+            None => {
+                let before = self.queued.len();
+                self.queued.retain(|p| !is_op(p));
+                self.queued.len() != before || self.cancel_connect(op, now)
+            }
+        };
+        if found {
+            let err = ClientError::new(Code::Aborted, "the operation was aborted");
+            self.emit(Event::OpDone { op, result: Err(err) });
+        }
+    }
+
     /// The topics joined (confirmed by the node); these are re-joined after a reconnect.
     pub fn topics(&self) -> Vec<TopicId> {
         self.topics.keys().copied().collect()

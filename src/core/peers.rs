@@ -116,6 +116,25 @@ impl Client {
         Ok(op)
     }
 
+    /// Removes `op` from the waiters of its connection attempt; drops the attempt (saying bye)
+    /// when nobody else waits for it and it is not open yet. Whether `op` was waiting.
+    pub(super) fn cancel_connect(&mut self, op: OpId, now: Millis) -> bool {
+        let Some((&h, s)) = self.sessions.iter().find(|(_, s)| s.waiters.contains(&op)) else {
+            return false;
+        };
+        let orphan = s.waiters.len() == 1 && s.phase != Phase::Open;
+        if orphan {
+            let deciding = s.phase == Phase::Deciding;
+            if let Some(s) = self.sessions.get_mut(&h) {
+                s.waiters.clear();
+            }
+            self.drop_session(h, (!deciding).then_some(now), ClientError::closed("connect() was aborted"));
+        } else if let Some(s) = self.sessions.get_mut(&h) {
+            s.waiters.retain(|w| *w != op);
+        }
+        true
+    }
+
     fn alloc_handle(&mut self) -> Handle {
         let h = self.next_handle;
         self.next_handle = self.next_handle.wrapping_add(1).max(1);

@@ -1027,3 +1027,63 @@ fn given_unanswered_requests_then_at_most_max_in_flight_are_outstanding() {
     s.respond(first[0].0, ResponseBody::Ok);
     assert_eq!(s.requests().len(), 1, "one answer frees one slot");
 }
+
+// ---- abort -------------------------------------------------------------------------------------
+
+#[test]
+fn given_an_aborted_lookup_then_it_fails_aborted_and_the_late_reply_is_ignored() {
+    let mut s = Sim::new(42, &SERVERS[..1]);
+    s.online();
+    let op = s.c.lookup(topic("t"), None, s.now).unwrap();
+    let (id, _) = s.requests()[0].clone();
+    s.c.cancel(op, s.now);
+    assert_eq!(s.op_result(op).unwrap().unwrap_err().code, Code::Aborted);
+    s.respond(id, ResponseBody::Lookup { peers: vec![], next_cursor: None });
+    assert_eq!(s.op_result(op), None, "completed once");
+    // Aborting again, or aborting a finished operation, does nothing.
+    s.take_events();
+    s.c.cancel(op, s.now);
+    assert!(s.take_events().is_empty());
+}
+
+#[test]
+fn given_an_aborted_lookup_still_queued_then_it_is_never_sent() {
+    let mut s = Sim::new(43, &SERVERS[..1]);
+    let op = s.c.lookup(topic("t"), None, s.now).unwrap();
+    s.c.cancel(op, s.now);
+    assert_eq!(s.op_result(op).unwrap().unwrap_err().code, Code::Aborted);
+    s.online();
+    assert!(s.requests().is_empty());
+}
+
+#[test]
+fn given_an_aborted_connect_then_it_fails_aborted_and_the_attempt_is_dropped_with_a_bye() {
+    let mut p = Pair::new(44, 45);
+    let op = p.a.c.connect(p.b.peer(), "x", p.a.now).unwrap();
+    p.a.drain();
+    let h = match p.a.rtc.as_slice() {
+        [RtcCommand::Create { handle, .. }, ..] => *handle,
+        other => panic!("{other:?}"),
+    };
+    p.a.c.cancel(op, p.a.now);
+    assert_eq!(p.a.op_result(op).unwrap().unwrap_err().code, Code::Aborted);
+    assert!(p.a.rtc.contains(&RtcCommand::Close { handle: h }));
+    assert!(connections(&p.a).is_empty());
+    // A later connect starts afresh and works.
+    let again = p.a.c.connect(p.b.peer(), "x", p.a.now).unwrap();
+    p.a.drain();
+    p.run();
+    assert!(matches!(p.a.op_result(again), Some(Ok(OpResult::Connection(_)))));
+}
+
+#[test]
+fn given_two_waiters_when_one_aborts_then_the_other_still_gets_the_connection() {
+    let mut p = Pair::new(46, 47);
+    let first = p.a.c.connect(p.b.peer(), "x", p.a.now).unwrap();
+    let second = p.a.c.connect(p.b.peer(), "x", p.a.now).unwrap();
+    p.a.c.cancel(first, p.a.now);
+    p.a.drain();
+    assert_eq!(p.a.op_result(first).unwrap().unwrap_err().code, Code::Aborted);
+    p.run();
+    assert!(matches!(p.a.op_result(second), Some(Ok(OpResult::Connection(_)))));
+}

@@ -112,15 +112,6 @@ impl Identity {
     }
 }
 
-/// SHA-256 of `data` by `crypto.subtle.digest` (no hash code in the wasm).
-pub async fn sha256(data: &[u8]) -> Result<[u8; 32], ClientError> {
-    let promise =
-        subtle()?.digest_with_str_and_u8_array("SHA-256", data).map_err(|e| browser_error("digest", &e))?;
-    let buf = JsFuture::from(promise).await.map_err(|e| browser_error("digest", &e))?;
-    <[u8; 32]>::try_from(Uint8Array::new(&buf).to_vec().as_slice())
-        .map_err(|_| ClientError::new(Code::Browser, "digest is not 32 bytes"))
-}
-
 /// Decodes unpadded base64url (as in a JWK).
 pub fn base64url_decode(s: &str) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(s.len() * 3 / 4);

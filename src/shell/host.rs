@@ -203,11 +203,6 @@ impl Host {
         p
     }
 
-    /// Settles `op` with `settle` (a promise made earlier by [`promise`]).
-    pub fn register_op(&mut self, op: OpId, settle: Settle) {
-        self.ops.insert(op, settle);
-    }
-
     /// The promise halves of `op`, once.
     pub fn take_op(&mut self, op: OpId) -> Option<Settle> {
         self.ops.remove(&op)

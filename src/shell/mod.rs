@@ -22,17 +22,16 @@ pub mod timer;
 mod tests;
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use bytes::Bytes;
-use signal_mesh_proto::TopicId;
 use wasm_bindgen::JsValue;
 
 use crate::core::vecmap::VecMap;
 use crate::core::{Client, ClientError, Config, ConnId, Event, Handle, Millis, OpId, Output, RtcCommand};
 use crypto::Identity;
-use host::{Host, OpKind, Settle};
+use host::{Host, OpKind};
 use rtc::{Rtc, RtcReport};
 use socket::{Socket, SocketEvent};
 use timer::Timeout;
@@ -55,38 +54,30 @@ pub struct Options {
     pub connect_timeout_ms: Option<u64>,
 }
 
-/// A topic as the application gave it: 32 bytes, or a name that is hashed (SHA-256 of its UTF-8,
-/// exactly `TopicId::from_name`) by WebCrypto before the operation starts.
-#[derive(Debug)]
-pub enum TopicArg {
-    /// A topic id.
-    Id(TopicId),
-    /// A name to hash (already checked against `MAX_TOPIC_NAME_BYTES`).
-    Name(String),
-}
+/// Engines alive (started and not yet dropped), for the test that `close()` frees them.
+static LIVE: AtomicU32 = AtomicU32::new(0);
 
-/// A topic operation on the core, started once the topic id is known.
-pub type TopicFn = Box<dyn FnOnce(&mut Client, TopicId, Millis) -> Result<OpId, ClientError>>;
-
-/// A topic operation waiting for its own hash or for an earlier operation's.
-struct TopicOp {
-    seq: u64,
-    topic: Option<Result<TopicId, ClientError>>,
-    run: TopicFn,
-    settle: Settle,
+/// How many clients' engines are alive.
+pub fn live_engines() -> u32 {
+    LIVE.load(Ordering::Relaxed)
 }
 
 struct Inner {
     core: Client,
-    /// Topic operations in call order; each starts once it and all before it have their ids.
-    topic_ops: VecDeque<TopicOp>,
-    next_topic_seq: u64,
+    /// The operation [`Driver::op`] started last (for `AbortSignal`s).
+    last_op: Option<OpId>,
     identity: Identity,
     ice_servers: JsValue,
     socket: Option<(ConnId, Socket)>,
     timer: Option<(Millis, Timeout)>,
     rtc: VecMap<Handle, Rtc>,
     host: Host,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        LIVE.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A running client. Cloning gives another handle to the same client.
@@ -116,8 +107,7 @@ impl Driver {
         let core = Client::new(config, now());
         let inner = Inner {
             core,
-            topic_ops: VecDeque::new(),
-            next_topic_seq: 0,
+            last_op: None,
             identity,
             ice_servers: options.ice_servers,
             socket: None,
@@ -125,6 +115,7 @@ impl Driver {
             rtc: VecMap::new(),
             host,
         };
+        LIVE.fetch_add(1, Ordering::Relaxed);
         Ok(Driver { inner: Rc::new(RefCell::new(inner)) })
     }
 
@@ -164,77 +155,23 @@ impl Driver {
         let p = {
             let mut inner = self.inner.borrow_mut();
             match f(&mut inner.core, now()) {
-                Ok(op) => inner.host.op_promise(op, kind),
-                Err(e) => host::rejected(&e),
+                Ok(op) => {
+                    inner.last_op = Some(op);
+                    inner.host.op_promise(op, kind)
+                }
+                Err(e) => {
+                    inner.last_op = None;
+                    host::rejected(&e)
+                }
             }
         };
         self.pump();
         p
     }
 
-    /// Starts a topic operation (join, leave, lookup) and returns its promise. An id with no
-    /// operation waiting starts at once, like [`Driver::op`]; a name is hashed first. Operations
-    /// start in call order either way, so `join(name); leave(name)` joins before it leaves.
-    // One copy for join, leave and lookup (`f` is boxed, not generic).
-    pub fn topic_op(&self, kind: OpKind, topic: TopicArg, f: TopicFn) -> js_sys::Promise {
-        let (ready, name) = match topic {
-            TopicArg::Id(t) if self.inner.borrow().topic_ops.is_empty() => {
-                return self.op(kind, move |c, now| f(c, t, now));
-            }
-            TopicArg::Id(t) => (Some(Ok(t)), None),
-            TopicArg::Name(n) => (None, Some(n)),
-        };
-        let (p, settle) = host::promise(kind);
-        let Some(settle) = settle else { return p };
-        let seq = {
-            let mut inner = self.inner.borrow_mut();
-            let seq = inner.next_topic_seq;
-            inner.next_topic_seq += 1;
-            inner.topic_ops.push_back(TopicOp { seq, topic: ready, run: f, settle });
-            seq
-        };
-        if let Some(name) = name {
-            let weak = self.weak();
-            wasm_bindgen_futures::spawn_local(async move {
-                let id = crypto::sha256(name.as_bytes()).await.map(TopicId::from_array);
-                let Some(d) = Driver::from_weak(&weak) else { return };
-                if let Some(op) = d.inner.borrow_mut().topic_ops.iter_mut().find(|o| o.seq == seq) {
-                    op.topic = Some(id);
-                }
-                d.run_topic_ops();
-            });
-        }
-        p
-    }
-
-    // Runs the topic operations at the head of the queue whose ids are known.
-    fn run_topic_ops(&self) {
-        loop {
-            let op = {
-                let mut inner = self.inner.borrow_mut();
-                if inner.topic_ops.front().is_some_and(|o| o.topic.is_some()) {
-                    inner.topic_ops.pop_front()
-                } else {
-                    None
-                }
-            };
-            let Some(TopicOp { topic: Some(topic), run, settle, .. }) = op else { break };
-            let failed = {
-                let mut inner = self.inner.borrow_mut();
-                let now = now();
-                match topic.and_then(|t| run(&mut inner.core, t, now)) {
-                    Ok(op) => {
-                        inner.host.register_op(op, settle);
-                        None
-                    }
-                    Err(e) => Some((settle, e)),
-                }
-            };
-            if let Some((settle, e)) = failed {
-                settle.settle(Err(e), JsValue::UNDEFINED);
-            }
-        }
-        self.pump();
+    /// The operation the last [`Driver::op`] call started, if it started one.
+    pub fn last_op(&self) -> Option<OpId> {
+        self.inner.borrow().last_op
     }
 
     /// The client's peer id, hex.
