@@ -88,7 +88,7 @@ impl WasmClient {
     /// Closes one connection (says bye to the peer).
     #[wasm_bindgen(js_name = closeConnection)]
     pub fn close_connection(&self, handle: u32) {
-        self.driver.with_core(|c, now| c.close_connection(handle, now));
+        self.driver.with_core(|c, now| c.close_connection(crate::core::Handle::from_raw(handle), now));
     }
 
     /// Closes the client.

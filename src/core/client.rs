@@ -12,7 +12,7 @@ use signal_mesh_proto::{
 use super::backoff::{Rng, backoff_delay};
 use super::error::{ClientError, Code, decimal};
 use super::pacer::Pacer;
-use super::peers::{Handle, PeerSession};
+use super::peers::{Handle, PeerOutput, Peers, SdpKind};
 use super::servers::ServerList;
 use super::signal::{Candidate, PeerSignal};
 use super::vecmap::VecMap;
@@ -257,7 +257,7 @@ pub(super) enum Purpose {
     Op(OpId),
     Lookup { op: OpId, want: u32, peers: Vec<PeerId> },
     Rejoin,
-    Signal { handle: Handle },
+    Signal { handle: Option<Handle> },
 }
 
 #[derive(Clone, Debug)]
@@ -300,17 +300,18 @@ pub struct Client {
     queued: VecDeque<Pending>,
     /// Topics joined (confirmed by the node), with their announce flag; re-joined on reconnect.
     topics: VecMap<TopicId, bool>,
-    pub(super) sessions: VecMap<Handle, PeerSession>,
-    pub(super) by_peer: VecMap<PeerId, Handle>,
-    pub(super) next_handle: Handle,
+    /// Every peer session (negotiation state); reached only through its methods.
+    peers: Peers,
     out: VecDeque<Output>,
 }
 
 impl Client {
     /// A client that starts connecting to the first server at `now`.
     pub fn new(config: Config, now: Millis) -> Client {
+        let mut rng = Rng::new(config.seed);
+        let peers = Peers::new(config.peer_id, config.connect_timeout_ms, rng.next_u64());
         let mut c = Client {
-            rng: Rng::new(config.seed),
+            rng,
             state: ClientState::Connecting,
             link: Link::Waiting { at: now },
             next_conn: 1,
@@ -325,9 +326,7 @@ impl Client {
             in_flight: VecMap::new(),
             queued: VecDeque::new(),
             topics: VecMap::new(),
-            sessions: VecMap::new(),
-            by_peer: VecMap::new(),
-            next_handle: 1,
+            peers,
             out: VecDeque::new(),
             config,
         };
@@ -382,22 +381,37 @@ impl Client {
             && !self.queued.is_empty()
             && self.in_flight.len() < MAX_IN_FLIGHT)
             .then(|| self.pacer.next_token());
-        let sessions = self.sessions.values().filter_map(|s| s.deadline).min();
+        let sessions = self.peers.poll_timeout();
         [link, requests, paced, sessions, self.start_deadline].into_iter().flatten().min()
     }
 
-    pub(super) fn push(&mut self, o: Output) {
+    fn push(&mut self, o: Output) {
         self.out.push_back(o);
     }
 
-    pub(super) fn emit(&mut self, e: Event) {
+    fn emit(&mut self, e: Event) {
         self.out.push_back(Output::Event(e));
     }
 
-    pub(super) fn new_op(&mut self) -> OpId {
+    fn new_op(&mut self) -> OpId {
         let op = self.next_op;
         self.next_op += 1;
         op
+    }
+
+    /// Carries out what the peer sessions want: signals become requests, the rest outputs.
+    fn route(&mut self, now: Millis) {
+        while let Some(o) = self.peers.poll() {
+            match o {
+                PeerOutput::Signal { to, signal, handle } => {
+                    let body = RequestBody::Signal { to, payload: signal.encode() };
+                    // Fails only when closed or the queue is full; the session deadline covers both.
+                    let _ = self.request(body, Purpose::Signal { handle }, now);
+                }
+                PeerOutput::Rtc(c) => self.push(Output::Rtc(c)),
+                PeerOutput::Event(e) => self.emit(e),
+            }
+        }
     }
 
     fn set_state(&mut self, s: ClientState) {
@@ -443,7 +457,8 @@ impl Client {
             _ => {}
         }
         self.expire_requests(now);
-        self.expire_sessions(now);
+        self.peers.handle_timeout(now);
+        self.route(now);
         self.flush(now);
     }
 
@@ -740,7 +755,12 @@ impl Client {
                     self.emit(Event::Error(ClientError::new(err.code, msg)));
                 }
             }
-            Purpose::Signal { handle } => self.signal_failed(handle, err, now),
+            Purpose::Signal { handle } => {
+                if let Some(h) = handle {
+                    self.peers.signal_failed(h, err);
+                    self.route(now);
+                }
+            }
         }
     }
 
@@ -750,8 +770,11 @@ impl Client {
             NodeEvent::PeerLeft { topic, peer } => self.emit(Event::PeerLeft { topic, peer }),
             NodeEvent::Signal { from, payload } => {
                 // Payloads that are not ours to read are dropped: any peer can send anything.
-                if let Ok(signal) = PeerSignal::decode(payload) {
-                    self.on_peer_signal(from, signal, now);
+                if let Ok(signal) = PeerSignal::decode(payload)
+                    && self.state != ClientState::Closed
+                {
+                    self.peers.on_signal(from, signal, now);
+                    self.route(now);
                 }
             }
         }
@@ -805,9 +828,10 @@ impl Client {
             None => {
                 let before = self.queued.len();
                 self.queued.retain(|p| !is_op(p));
-                self.queued.len() != before || self.cancel_connect(op, now)
+                self.queued.len() != before || self.peers.cancel(op)
             }
         };
+        self.route(now);
         if found {
             let err = ClientError::new(Code::Aborted, "the operation was aborted");
             self.emit(Event::OpDone { op, result: Err(err) });
@@ -824,7 +848,8 @@ impl Client {
         if self.state == ClientState::Closed {
             return;
         }
-        self.close_all_sessions(now);
+        self.peers.close_all(true, &ClientError::closed("the client was closed"));
+        self.route(now);
         self.shutdown(ClientError::closed("the client was closed"));
     }
 
@@ -848,17 +873,98 @@ impl Client {
                 self.emit(Event::OpDone { op, result: Err(ClientError::new(err.code, err.message.clone())) });
             }
         }
-        let handles: Vec<Handle> = self.sessions.keys().copied().collect();
-        for h in handles {
-            self.drop_session(h, None, ClientError::new(err.code, err.message.clone()));
+        // No byes: there is no link left to carry them.
+        self.peers.close_all(false, &err);
+        while let Some(o) = self.peers.poll() {
+            match o {
+                PeerOutput::Signal { .. } => {}
+                PeerOutput::Rtc(c) => self.push(Output::Rtc(c)),
+                PeerOutput::Event(e) => self.emit(e),
+            }
         }
         self.set_state(ClientState::Closed);
     }
 
-    /// Sends a signal without waiting for anything (used for bye on close).
-    pub(super) fn signal(&mut self, to: PeerId, signal: PeerSignal, handle: Handle, now: Millis) {
-        let body = RequestBody::Signal { to, payload: signal.encode() };
-        // Fails only when closed or the queue is full; the session deadline covers both.
-        let _ = self.request(body, Purpose::Signal { handle }, now);
+    // ---- peer connections (negotiation is in `Peers`) -----------------------------------------
+
+    /// Starts (or joins) a connection to `peer` with a data channel `label`. Completes with
+    /// [`Event::OpDone`] carrying [`OpResult::Connection`] once the data channel is open.
+    pub fn connect(&mut self, peer: PeerId, label: &str, now: Millis) -> Result<OpId, ClientError> {
+        if self.state == ClientState::Closed {
+            return Err(ClientError::closed("the client is closed"));
+        }
+        let op = self.new_op();
+        self.peers.connect(peer, label, op, now)?;
+        self.route(now);
+        Ok(op)
+    }
+
+    /// The application accepted (`true`) or rejected an [`Event::IncomingOffer`].
+    pub fn decide_incoming(&mut self, handle: Handle, accept: bool, now: Millis) {
+        self.peers.decide_incoming(handle, accept);
+        self.route(now);
+    }
+
+    /// The application closed the connection `handle`.
+    pub fn close_connection(&mut self, handle: Handle, now: Millis) {
+        self.peers.close_connection(handle);
+        self.route(now);
+    }
+
+    /// The remote peer of `handle`, while the session lives.
+    pub fn session_peer(&self, handle: Handle) -> Option<PeerId> {
+        self.peers.peer_of(handle)
+    }
+
+    /// Whether `handle` has no offer or answer in progress (`None`: no such session).
+    pub fn negotiation_stable(&self, handle: Handle) -> Option<bool> {
+        self.peers.is_stable(handle)
+    }
+
+    /// The handles of every peer session (open or not).
+    pub fn peer_handles(&self) -> Vec<Handle> {
+        self.peers.handles()
+    }
+
+    /// The browser wants to renegotiate `handle` (a track or a data channel was added or removed).
+    pub fn rtc_negotiation_needed(&mut self, handle: Handle, now: Millis) {
+        self.peers.rtc_negotiation_needed(handle);
+        self.route(now);
+    }
+
+    /// The local description (`kind`) of `handle` is set: send it.
+    pub fn rtc_local_description(&mut self, handle: Handle, kind: SdpKind, sdp: String, now: Millis) {
+        self.peers.rtc_local_description(handle, kind, sdp);
+        self.route(now);
+    }
+
+    /// A local ICE candidate of `handle` was gathered: trickle it.
+    pub fn rtc_local_candidate(&mut self, handle: Handle, candidate: Candidate, now: Millis) {
+        self.peers.rtc_local_candidate(handle, candidate);
+        self.route(now);
+    }
+
+    /// The data channel of `handle` is open.
+    pub fn rtc_channel_open(&mut self, handle: Handle, now: Millis) {
+        self.peers.rtc_channel_open(handle);
+        self.route(now);
+    }
+
+    /// ICE of `handle` failed: restart once, then give up.
+    pub fn rtc_ice_failed(&mut self, handle: Handle, now: Millis) {
+        self.peers.rtc_ice_failed(handle, now);
+        self.route(now);
+    }
+
+    /// ICE of `handle` is connected (again).
+    pub fn rtc_ice_connected(&mut self, handle: Handle, now: Millis) {
+        self.peers.rtc_ice_connected(handle);
+        self.route(now);
+    }
+
+    /// The data channel or peer connection of `handle` closed, or a WebRTC call failed.
+    pub fn rtc_closed(&mut self, handle: Handle, err: ClientError, now: Millis) {
+        self.peers.drop_session(handle, true, err);
+        self.route(now);
     }
 }

@@ -40,7 +40,7 @@ pub fn connection(
 ) -> JsValue {
     let channel: JsValue = channel.map(Into::into).unwrap_or(JsValue::NULL);
     object(&[
-        ("handle", &JsValue::from(handle)),
+        ("handle", &JsValue::from(handle.get())),
         ("peerId", &JsValue::from_str(peer)),
         ("pc", pc.as_ref()),
         ("channel", &channel),
@@ -161,7 +161,7 @@ impl Callbacks {
             ),
             Event::PeerClosed { handle, peer } => self.emit(
                 "connection-closed",
-                object(&[("handle", &JsValue::from(handle)), ("peerId", &hex(peer.to_hex()))]),
+                object(&[("handle", &JsValue::from(handle.get())), ("peerId", &hex(peer.to_hex()))]),
             ),
             Event::Error(err) => self.error(&err),
             Event::OpDone { .. } | Event::Incoming { .. } | Event::IncomingOffer { .. } => {}

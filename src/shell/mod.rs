@@ -300,7 +300,10 @@ impl Driver {
                 let made = Rtc::new(&ice, initiator, &label, move |r| {
                     let Some(d) = Driver::from_weak(&weak) else { return };
                     d.with_core(|c, now| match r {
-                        RtcReport::LocalDescription(sdp) => c.rtc_local_description(handle, sdp, now),
+                        RtcReport::LocalDescription(kind, sdp) => {
+                            c.rtc_local_description(handle, kind, sdp, now)
+                        }
+                        RtcReport::NegotiationNeeded => c.rtc_negotiation_needed(handle, now),
                         RtcReport::LocalCandidate(cand) => c.rtc_local_candidate(handle, cand, now),
                         RtcReport::ChannelOpen => c.rtc_channel_open(handle, now),
                         RtcReport::IceFailed => c.rtc_ice_failed(handle, now),

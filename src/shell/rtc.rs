@@ -16,13 +16,15 @@ use web_sys::{
     RtcPeerConnectionIceEvent, RtcSdpType, RtcSessionDescriptionInit,
 };
 
-use crate::core::{Candidate, ClientError, Code, RtcCommand};
+use crate::core::{Candidate, ClientError, Code, RtcCommand, SdpKind};
 
 /// What the browser reported about a connection.
 #[derive(Debug)]
 pub enum RtcReport {
     /// The local offer or answer is set.
-    LocalDescription(String),
+    LocalDescription(SdpKind, String),
+    /// The browser wants to renegotiate (`negotiationneeded`).
+    NegotiationNeeded,
     /// A local ICE candidate.
     LocalCandidate(Candidate),
     /// The data channel is open.
@@ -135,6 +137,8 @@ impl Rtc {
             }));
         }));
         let r = shared.report.clone();
+        listeners.push(listen(target, "negotiationneeded", move |_| r(RtcReport::NegotiationNeeded)));
+        let r = shared.report.clone();
         let p = pc.clone();
         listeners.push(listen(target, "iceconnectionstatechange", move |_| match p.ice_connection_state() {
             RtcIceConnectionState::Failed => r(RtcReport::IceFailed),
@@ -206,7 +210,8 @@ async fn set_local(shared: &Shared, desc: JsValue, kind: RtcSdpType) -> Result<(
     wait("setLocalDescription", shared.pc.set_local_description(&init)).await?;
     let sdp = shared.pc.local_description().map(|d| d.sdp()).unwrap_or(sdp);
     if !shared.closed.get() {
-        (shared.report)(RtcReport::LocalDescription(sdp));
+        let kind = if kind == RtcSdpType::Offer { SdpKind::Offer } else { SdpKind::Answer };
+        (shared.report)(RtcReport::LocalDescription(kind, sdp));
     }
     Ok(())
 }

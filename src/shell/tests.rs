@@ -17,7 +17,7 @@ use super::rtc::{Rtc, RtcReport};
 use super::socket::{Socket, SocketEvent};
 use super::timer::Timeout;
 use super::{Driver, Options};
-use crate::core::{Candidate, RtcCommand};
+use crate::core::{Candidate, Handle, RtcCommand};
 
 wasm_bindgen_test_configure!(run_in_browser);
 
@@ -119,9 +119,9 @@ fn rtc(initiator: bool) -> (Rtc, Log) {
 
 fn take_description(log: &Log) -> Option<String> {
     let mut log = log.borrow_mut();
-    let i = log.iter().position(|r| matches!(r, RtcReport::LocalDescription(_)))?;
+    let i = log.iter().position(|r| matches!(r, RtcReport::LocalDescription(..)))?;
     match log.remove(i) {
-        RtcReport::LocalDescription(sdp) => Some(sdp),
+        RtcReport::LocalDescription(_, sdp) => Some(sdp),
         _ => None,
     }
 }
@@ -146,18 +146,18 @@ fn opened(log: &Log) -> bool {
 async fn two_peer_connections_negotiate_an_open_channel_through_commands() {
     let (a, la) = rtc(true);
     let (b, lb) = rtc(false);
-    a.enqueue(RtcCommand::CreateOffer { handle: 1, ice_restart: false });
+    a.enqueue(RtcCommand::CreateOffer { handle: Handle::from_raw(1), ice_restart: false });
     let offer = until(5000, || take_description(&la)).await;
     assert!(offer.starts_with("v=0"));
-    b.enqueue(RtcCommand::ApplyOffer { handle: 2, sdp: offer });
+    b.enqueue(RtcCommand::ApplyOffer { handle: Handle::from_raw(2), sdp: offer });
     let answer = until(5000, || take_description(&lb)).await;
-    a.enqueue(RtcCommand::ApplyAnswer { handle: 1, sdp: answer });
+    a.enqueue(RtcCommand::ApplyAnswer { handle: Handle::from_raw(1), sdp: answer });
     until(10_000, || {
         for candidate in take_candidates(&la) {
-            b.enqueue(RtcCommand::AddCandidate { handle: 2, candidate });
+            b.enqueue(RtcCommand::AddCandidate { handle: Handle::from_raw(2), candidate });
         }
         for candidate in take_candidates(&lb) {
-            a.enqueue(RtcCommand::AddCandidate { handle: 1, candidate });
+            a.enqueue(RtcCommand::AddCandidate { handle: Handle::from_raw(1), candidate });
         }
         (opened(&la) && opened(&lb)).then_some(())
     })
@@ -194,7 +194,9 @@ fn recorder() -> Recorder {
 #[wasm_bindgen_test]
 async fn two_drivers_connect_through_a_real_node() {
     // Not skipped when the node is missing: a test that passes without its node proves nothing.
-    let url = option_env!("SIGNAL_MESH_TEST_NODE").expect("scripts/test-wasm.sh sets SIGNAL_MESH_TEST_NODE");
+    let Some(url) = option_env!("SIGNAL_MESH_TEST_NODE") else {
+        panic!("SIGNAL_MESH_TEST_NODE is unset: run this test through scripts/test-wasm.sh")
+    };
     let options = |seed| Options {
         servers: vec![url.to_owned()],
         seed: Some([seed; 32]),
