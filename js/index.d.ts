@@ -71,11 +71,18 @@ export interface ConnectOptions {
   label?: string;
   /** Aborts the attempt (the peer is told): the promise rejects with `ABORTED`. */
   signal?: AbortSignal;
+  /** Media to send: every track is added once the data channel is open (renegotiating). */
+  streams?: MediaStream[];
 }
 
 export interface PeerConnectionEventMap {
   close: Event;
+  /** A remote track arrived (forwarded from `pc`). */
+  track: RTCTrackEvent;
 }
+
+/** What `onIncoming` returns: accept or not, or accept and send `streams`. */
+export type IncomingDecision = boolean | { accept: boolean; streams?: MediaStream[] };
 
 /** A direct WebRTC connection to another peer (made by `connect()` and `connection` events). */
 export class PeerConnection extends EventTarget {
@@ -85,6 +92,10 @@ export class PeerConnection extends EventTarget {
   /** Open when handed out. */
   readonly channel: RTCDataChannel;
   readonly closed: boolean;
+  /** Sends `track` (as `RTCPeerConnection.addTrack`); renegotiates with the peer. */
+  addTrack(track: MediaStreamTrack, ...streams: MediaStream[]): RTCRtpSender;
+  /** Stops sending the track of `sender`; renegotiates with the peer. */
+  removeTrack(sender: RTCRtpSender): void;
   close(): void;
   addEventListener<K extends keyof PeerConnectionEventMap>(
     type: K,
@@ -110,7 +121,7 @@ export class SignalClient extends EventTarget {
   readonly peerId: string;
   readonly state: ClientState;
   /** Decides on incoming connection offers; unset accepts all. */
-  onIncoming: ((peerId: string) => boolean | Promise<boolean>) | null;
+  onIncoming: ((peerId: string) => IncomingDecision | Promise<IncomingDecision>) | null;
   join(topic: string | Uint8Array, options?: { announce?: boolean }): Promise<void>;
   leave(topic: string | Uint8Array): Promise<void>;
   lookup(topic: string | Uint8Array, options?: LookupOptions): Promise<string[]>;

@@ -44,7 +44,20 @@ const MAX_NAMES = 1024;
 /** The longest topic name, in UTF-8 bytes (the protocol's limit). */
 const MAX_TOPIC_NAME_BYTES = 1024;
 
-/** A direct connection to another peer; `channel` is open when handed out. Fires `close`. */
+/** Adds the tracks of `streams` that `pc` does not send yet. */
+function addStreams(conn, streams) {
+  if (!streams) return;
+  const sending = new Set(conn.pc.getSenders().map((s) => s.track));
+  for (const stream of streams) {
+    for (const track of stream.getTracks()) if (!sending.has(track)) conn.addTrack(track, stream);
+  }
+}
+
+/**
+ * A direct connection to another peer; `channel` is open when handed out. Fires `close`, and
+ * `track` (an `RTCTrackEvent`) for every remote track. Adding or removing tracks, or data
+ * channels on `pc`, renegotiates through the signal nodes (perfect negotiation).
+ */
 export class PeerConnection extends EventTarget {
   #engine;
   #handle;
@@ -61,6 +74,20 @@ export class PeerConnection extends EventTarget {
     Object.defineProperty(this, 'pc', { writable: false });
     Object.defineProperty(this, 'channel', { writable: false });
     this.channel.addEventListener('close', () => this._closed());
+    this.pc.addEventListener('track', (e) => {
+      const { receiver, track, streams, transceiver } = e;
+      this.dispatchEvent(new RTCTrackEvent('track', { receiver, track, streams, transceiver }));
+    });
+  }
+
+  /** Sends `track` to the peer (as `RTCPeerConnection.addTrack`); renegotiates. */
+  addTrack(track, ...streams) {
+    return this.pc.addTrack(track, ...streams);
+  }
+
+  /** Stops sending the track of `sender`; renegotiates. */
+  removeTrack(sender) {
+    this.pc.removeTrack(sender);
   }
 
   /** Whether the connection is closed. */
@@ -95,11 +122,14 @@ export class SignalClient extends EventTarget {
   #names = new Map();
   /** Topic ids in call order: `join(name); leave(name)` joins before it leaves. */
   #topics = Promise.resolve();
+  /** Peer id -> streams `onIncoming` answered with, added once the connection is open. */
+  #answerStreams = new Map();
 
   /**
    * Called for every incoming connection offer with the remote peer id; return (or resolve to)
-   * `false` to reject. Accepts everything when unset.
-   * @type {((peerId: string) => boolean | Promise<boolean>) | null}
+   * `false` to reject, or `{ accept: true, streams }` to accept and send media. Accepts
+   * everything when unset.
+   * @type {((peerId: string) => IncomingDecision | Promise<IncomingDecision>) | null}
    */
   onIncoming = null;
 
@@ -113,9 +143,17 @@ export class SignalClient extends EventTarget {
     await loadWasm();
     const client = new SignalClient(CREATE);
     const emit = (type, detail) => client.#emit(type, detail);
-    const incoming = (peerId) => {
+    const incoming = async (peerId) => {
       const hook = client.onIncoming;
-      return typeof hook === 'function' ? hook.call(client, peerId) : true;
+      const r = typeof hook === 'function' ? await hook.call(client, peerId) : true;
+      if (r === null || typeof r !== 'object') return !!r;
+      if (r.accept && r.streams) {
+        const m = client.#answerStreams;
+        m.delete(peerId);
+        m.set(peerId, r.streams);
+        if (m.size > 256) m.delete(m.keys().next().value);
+      }
+      return !!r.accept;
     };
     client.#engine = await wrap(WasmClient.create(options, emit, incoming));
     client.#peerId = client.#engine.peerId;
@@ -148,10 +186,15 @@ export class SignalClient extends EventTarget {
     return this.#topicOp(topic, (e, id) => e.lookup(id, options), options && options.signal);
   }
 
-  /** Opens a WebRTC data channel to a peer; `options.signal` aborts it. */
+  /**
+   * Opens a WebRTC data channel to a peer; `options.streams` are sent as media (added once the
+   * channel is open), `options.signal` aborts it.
+   */
   async connect(peerId, options) {
     const raw = await this.#abortable(options && options.signal, (e) => e.connect(peerId, options));
-    return this.#wrapConnection(raw);
+    const conn = this.#wrapConnection(raw);
+    addStreams(conn, options && options.streams);
+    return conn;
   }
 
   /** Closes every connection and the link to the node, and frees the wasm engine. */
@@ -226,9 +269,13 @@ export class SignalClient extends EventTarget {
 
   #emit(type, detail) {
     switch (type) {
-      case 'connection':
-        detail = { connection: this.#wrapConnection(detail.connection) };
+      case 'connection': {
+        const conn = this.#wrapConnection(detail.connection);
+        addStreams(conn, this.#answerStreams.get(conn.peerId));
+        this.#answerStreams.delete(conn.peerId);
+        detail = { connection: conn };
         break;
+      }
       case 'connection-closed': {
         const conn = this.#connections.get(detail.handle);
         if (conn) conn._closed();

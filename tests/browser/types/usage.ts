@@ -26,6 +26,17 @@ export async function app(): Promise<void> {
   void state;
   client.onIncoming = async (peerId: string) => peerId.length === 64;
   client.onIncoming = null;
+  const media: MediaStream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
+  client.onIncoming = () => ({ accept: true, streams: [media] });
+  const call = await client.connect('00'.repeat(32), { streams: [media] });
+  call.addEventListener('track', (e) => {
+    const remote: MediaStream | undefined = e.streams[0];
+    void remote;
+  });
+  const sender: RTCRtpSender = call.addTrack(media.getVideoTracks()[0]!, media);
+  call.removeTrack(sender);
+  const extra: RTCDataChannel = call.pc.createDataChannel('files');
+  void extra;
 
   client.addEventListener('peer-joined', (e) => {
     const d: PeerEventDetail = e.detail;
@@ -99,6 +110,8 @@ export function rejected(client: SignalClient): void {
     // @ts-expect-error: the detail has no such field
     void e.detail.nope;
   });
+  // @ts-expect-error: onIncoming answers with a decision, not a string
+  client.onIncoming = () => 'yes';
   // @ts-expect-error: a SignalMeshError is made with a known code
   new SignalMeshError('NO_SUCH_CODE', 'm');
 }
