@@ -113,6 +113,43 @@ export interface SignalClientEventMap {
   error: CustomEvent<{ error: SignalMeshError }>;
 }
 
+export interface RoomOptions {
+  /** Be listed and seen by the other members (default true). */
+  announce?: boolean;
+  /** Keep one connection to every member (default true); the lower peer id dials. */
+  autoConnect?: boolean;
+  /** Most members tracked and connected (default and maximum 256). */
+  maxPeers?: number;
+}
+
+export interface RoomEventMap {
+  /** A member's connection is open (and in `room.peers`). */
+  peer: CustomEvent<{ peerId: string; connection: PeerConnection }>;
+  /** A member left the topic; its connection was closed. */
+  'peer-left': CustomEvent<{ peerId: string }>;
+}
+
+/** The members of one topic and a connection to each (`client.room(topic)`). */
+export class Room extends EventTarget {
+  private constructor();
+  /** The topic as given. */
+  readonly topic: string | Uint8Array;
+  /** Resolves once joined and the members already there are known. */
+  readonly ready: Promise<void>;
+  /** Member peer id -> its open connection. */
+  readonly peers: Map<string, PeerConnection>;
+  /** Sends on every open member connection's data channel; returns how many. */
+  send(data: string | Blob | ArrayBuffer | ArrayBufferView): number;
+  /** Leaves the topic and closes the members' connections. */
+  leave(): Promise<void>;
+  addEventListener<K extends keyof RoomEventMap>(
+    type: K,
+    listener: (this: Room, ev: RoomEventMap[K]) => unknown,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;
+}
+
 export class SignalClient extends EventTarget {
   private constructor();
   /** Resolves when authenticated with a node. */
@@ -126,6 +163,8 @@ export class SignalClient extends EventTarget {
   leave(topic: string | Uint8Array): Promise<void>;
   lookup(topic: string | Uint8Array, options?: LookupOptions): Promise<string[]>;
   connect(peerId: string, options?: ConnectOptions): Promise<PeerConnection>;
+  /** Joins `topic` as a room: its members and one connection to each. */
+  room(topic: string | Uint8Array, options?: RoomOptions): Room;
   /** Closes every connection and the link to the node, and frees the wasm engine. */
   close(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;

@@ -112,6 +112,150 @@ export class PeerConnection extends EventTarget {
   }
 }
 
+/** Most members a room tracks (and connects to) unless `maxPeers` says fewer. */
+const MAX_ROOM_PEERS = 256;
+/** First and largest delay before a room dials a member again after a failure. */
+const ROOM_RETRY_MS = 250;
+const ROOM_RETRY_MAX_MS = 10_000;
+
+/**
+ * The members of one topic and a connection to each (`SignalClient.room`). With `autoConnect`
+ * the lower peer id of each pair dials, so a pair never connects twice; a connection lost while
+ * both are still members is dialed again. Fires `peer` ({ peerId, connection }) when a member's
+ * connection is open and `peer-left` ({ peerId }) when a member leaves (its connection is closed).
+ */
+export class Room extends EventTarget {
+  #client;
+  #topic;
+  #hex;
+  #auto;
+  #max;
+  #announce;
+  #left = false;
+  #members = new Set();
+  #dialing = new Set();
+  #timers = new Map();
+  #attempts = new Map();
+  #off = [];
+
+  /** Member peer id -> its open `PeerConnection`. */
+  peers = new Map();
+
+  constructor(client, topic, options = {}, token) {
+    super();
+    if (token !== CREATE) throw new TypeError('use client.room(topic, options)');
+    this.#client = client;
+    this.#topic = topic;
+    this.#auto = options.autoConnect !== false;
+    this.#announce = options.announce !== false;
+    this.#max = Math.max(1, Math.min(options.maxPeers ?? MAX_ROOM_PEERS, MAX_ROOM_PEERS));
+    /** Resolves once joined and the members already there are known. */
+    this.ready = this.#start();
+    this.ready.catch(() => {});
+  }
+
+  /** The topic as given. */
+  get topic() {
+    return this.#topic;
+  }
+
+  async #start() {
+    const t = this.#topic;
+    const bytes = typeof t === 'string' ? new Uint8Array(await crypto.subtle.digest('SHA-256', encoder.encode(t))) : t;
+    this.#hex = toHex(bytes);
+    const on = (type, f) => {
+      this.#client.addEventListener(type, f);
+      this.#off.push(() => this.#client.removeEventListener(type, f));
+    };
+    on('peer-joined', (e) => { if (e.detail.topic === this.#hex) this.#add(e.detail.peerId); });
+    on('peer-left', (e) => { if (e.detail.topic === this.#hex) this.#remove(e.detail.peerId); });
+    on('connection', (e) => this.#claim(e.detail.connection));
+    await this.#client.join(t, { announce: this.#announce });
+    for (const p of await this.#client.lookup(t, { limit: this.#max + 1 })) this.#add(p);
+  }
+
+  #add(peer) {
+    if (this.#left || peer === this.#client.peerId || this.#members.has(peer)) return;
+    if (this.#members.size >= this.#max) return;
+    this.#members.add(peer);
+    const conn = this.#client._connectionTo(peer);
+    if (conn) this.#claim(conn);
+    else this.#dial(peer);
+  }
+
+  #remove(peer) {
+    if (!this.#members.delete(peer)) return;
+    clearTimeout(this.#timers.get(peer));
+    this.#timers.delete(peer);
+    this.#attempts.delete(peer);
+    const conn = this.peers.get(peer);
+    this.peers.delete(peer);
+    if (conn) conn.close();
+    this.dispatchEvent(new CustomEvent('peer-left', { detail: { peerId: peer } }));
+  }
+
+  async #dial(peer) {
+    if (!this.#auto || this.#left || !(this.#client.peerId < peer) || !this.#members.has(peer)) return;
+    if (this.peers.has(peer) || this.#dialing.has(peer) || this.#timers.has(peer)) return;
+    this.#dialing.add(peer);
+    try {
+      this.#claim(await this.#client.connect(peer));
+      this.#attempts.delete(peer);
+    } catch {
+      this.#retry(peer);
+    } finally {
+      this.#dialing.delete(peer);
+    }
+  }
+
+  #retry(peer) {
+    if (this.#left || !this.#members.has(peer) || this.#timers.has(peer)) return;
+    const n = this.#attempts.get(peer) ?? 0;
+    this.#attempts.set(peer, n + 1);
+    const delay = Math.min(ROOM_RETRY_MS * 2 ** n, ROOM_RETRY_MAX_MS);
+    this.#timers.set(peer, setTimeout(() => { this.#timers.delete(peer); this.#dial(peer); }, delay));
+  }
+
+  #claim(conn) {
+    const peer = conn.peerId;
+    if (this.#left || !this.#members.has(peer) || conn.closed || this.peers.get(peer) === conn) return;
+    this.peers.set(peer, conn);
+    conn.addEventListener('close', () => {
+      if (this.peers.get(peer) !== conn) return;
+      this.peers.delete(peer);
+      this.#retry(peer);
+    });
+    this.dispatchEvent(new CustomEvent('peer', { detail: { peerId: peer, connection: conn } }));
+  }
+
+  /** Sends `data` on the data channel of every open member connection; returns how many. */
+  send(data) {
+    let n = 0;
+    for (const conn of this.peers.values()) {
+      if (conn.channel.readyState === 'open') {
+        conn.channel.send(data);
+        n++;
+      }
+    }
+    return n;
+  }
+
+  /** Leaves the topic and closes the members' connections. */
+  async leave() {
+    if (this.#left) return;
+    this.#left = true;
+    for (const off of this.#off) off();
+    for (const t of this.#timers.values()) clearTimeout(t);
+    this.#timers.clear();
+    const conns = [...this.peers.values()];
+    this.peers.clear();
+    this.#members.clear();
+    for (const c of conns) c.close();
+    await this.ready.catch(() => {});
+    await this.#client.leave(this.#topic).catch(() => {});
+  }
+}
+
 /** A client of the Signal Mesh: discovery on topics and WebRTC signaling through signal nodes. */
 export class SignalClient extends EventTarget {
   #engine;
@@ -195,6 +339,20 @@ export class SignalClient extends EventTarget {
     const conn = this.#wrapConnection(raw);
     addStreams(conn, options && options.streams);
     return conn;
+  }
+
+  /**
+   * The members of `topic` with a connection to each: joins, finds who is there and keeps up
+   * with joins and leaves. Options: `announce` (true), `autoConnect` (true), `maxPeers` (256).
+   */
+  room(topic, options) {
+    return new Room(this, topic, options, CREATE);
+  }
+
+  /** @internal The open connection to `peerId`, if any. */
+  _connectionTo(peerId) {
+    for (const c of this.#connections.values()) if (c.peerId === peerId && !c.closed) return c;
+    return undefined;
   }
 
   /** Closes every connection and the link to the node, and frees the wasm engine. */

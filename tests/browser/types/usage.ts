@@ -8,6 +8,7 @@ import SignalClientDefault, {
   SignalMeshError,
   type ClientState,
   type PeerEventDetail,
+  Room,
   type SignalMeshErrorCode,
 } from 'signal-mesh';
 
@@ -58,6 +59,17 @@ export async function app(): Promise<void> {
     if (err.code === 'SESSION_REPLACED') return;
   });
 
+  const room: Room = client.room('lobby', { maxPeers: 8 });
+  await room.ready;
+  room.addEventListener('peer', (e) => {
+    const c: PeerConnection = e.detail.connection;
+    void c;
+  });
+  room.addEventListener('peer-left', (e) => void e.detail.peerId);
+  const sent: number = room.send('to all');
+  void sent;
+  for (const [peerId, c] of room.peers) void [peerId, c.channel];
+  await room.leave();
   await client.join('room');
   await client.join(new Uint8Array(32), { announce: false });
   await client.leave('room');
