@@ -39,6 +39,36 @@ const closed = () => fail('CLOSED', 'the client is closed');
 const aborted = (signal) => new SignalMeshError('ABORTED', 'the operation was aborted', signal.reason);
 const encoder = new TextEncoder();
 const toHex = (bytes) => Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+/** PKCS#8 `PrivateKeyInfo` prefix of an Ed25519 key; the 32-byte seed follows it. */
+const PKCS8_ED25519 = [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+
+/**
+ * The client's identity: an Ed25519 key held by WebCrypto (not extractable) made from a 32-byte
+ * seed (random when absent), its public key (the peer id) and a `sign` for the engine. No key
+ * code is in the wasm; the public key is read once from an extractable copy's JWK.
+ */
+async function identity(seed) {
+  if (seed != null && !(seed instanceof Uint8Array && seed.length === 32)) {
+    const got = seed instanceof Uint8Array ? `, got ${seed.length} bytes` : '';
+    throw new SignalMeshError('INVALID_ARGUMENT', `identity must be a 32-byte Ed25519 seed${got}`);
+  }
+  const subtle = crypto.subtle;
+  const pkcs8 = new Uint8Array(48);
+  pkcs8.set(PKCS8_ED25519);
+  pkcs8.set(seed ?? crypto.getRandomValues(new Uint8Array(32)), 16);
+  try {
+    const key = (extractable) => subtle.importKey('pkcs8', pkcs8, 'Ed25519', extractable, ['sign']);
+    const { x } = await subtle.exportKey('jwk', await key(true));
+    const signer = await key(false);
+    const peerId = Uint8Array.from(atob(x.replace(/-/g, '+').replace(/_/g, '/')), (c) => c.charCodeAt(0));
+    return { peerId, sign: async (m) => new Uint8Array(await subtle.sign('Ed25519', signer, m)) };
+  } catch (e) {
+    throw new SignalMeshError('UNSUPPORTED', `this browser's WebCrypto lacks Ed25519 (${e && e.message})`, e);
+  } finally {
+    pkcs8.fill(0);
+  }
+}
+
 /** Most topic names remembered for `detail.topicName` (the oldest is forgotten first). */
 const MAX_NAMES = 1024;
 /** The longest topic name, in UTF-8 bytes (the protocol's limit). */
@@ -299,7 +329,9 @@ export class SignalClient extends EventTarget {
       }
       return !!r.accept;
     };
-    client.#engine = await wrap(WasmClient.create(options, emit, incoming));
+    const id = await identity(options && options.identity);
+    const engine = { ...options, identity: undefined, peerId: id.peerId, entropy: crypto.getRandomValues(new Uint8Array(8)) };
+    client.#engine = await wrap(WasmClient.create(engine, emit, incoming, id.sign));
     client.#peerId = client.#engine.peerId;
     return client;
   }

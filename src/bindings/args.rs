@@ -88,21 +88,13 @@ pub fn options(v: &JsValue) -> Result<Options, ClientError> {
     if list.is_empty() {
         return Err(ClientError::invalid("servers must name at least one node"));
     }
-    let identity = get(v, "identity");
-    let seed = if identity.is_undefined() || identity.is_null() {
-        None
-    } else {
-        let bytes = identity
-            .dyn_ref::<Uint8Array>()
-            .map(Uint8Array::to_vec)
-            .ok_or_else(|| ClientError::invalid("identity must be a 32-byte Uint8Array"))?;
-        Some(<[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
-            ClientError::invalid(
-                ["identity must be a 32-byte Ed25519 seed, got ", &decimal(bytes.len() as u64), " bytes"]
-                    .concat(),
-            )
-        })?)
-    };
+    // Set by the facade from its WebCrypto identity, not by the application.
+    let bytes = |key: &str| get(v, key).dyn_ref::<Uint8Array>().map(Uint8Array::to_vec).unwrap_or_default();
+    let peer_id = PeerId::from_slice(&bytes("peerId"))
+        .map_err(|_| ClientError::invalid("the facade passes a 32-byte peerId"))?;
+    let entropy = <[u8; 8]>::try_from(bytes("entropy").as_slice())
+        .map(u64::from_le_bytes)
+        .map_err(|_| ClientError::invalid("the facade passes 8 bytes of entropy"))?;
     let ice_servers = get(v, "iceServers");
     if !(ice_servers.is_undefined() || Array::is_array(&ice_servers)) {
         return Err(ClientError::invalid("iceServers must be an array of RTCIceServer"));
@@ -111,5 +103,5 @@ pub fn options(v: &JsValue) -> Result<Options, ClientError> {
         Some(0) => return Err(ClientError::invalid("connectTimeoutMs must be positive")),
         t => t.map(u64::from),
     };
-    Ok(Options { servers: list, seed, ice_servers, connect_timeout_ms })
+    Ok(Options { servers: list, peer_id, entropy, ice_servers, connect_timeout_ms })
 }

@@ -25,10 +25,16 @@ pub struct WasmClient {
 #[wasm_bindgen]
 impl WasmClient {
     /// Starts a client and resolves once it is authenticated with a node. `emit(type, detail)`
-    /// receives events; `incoming(peerId)` decides on incoming offers (`boolean | Promise<boolean>`).
-    pub async fn create(options: JsValue, emit: Function, incoming: Function) -> Result<WasmClient, JsValue> {
+    /// receives events; `incoming(peerId)` decides on incoming offers (`boolean | Promise<boolean>`);
+    /// `sign(message)` signs with the identity whose public key is `options.peerId`.
+    pub async fn create(
+        options: JsValue,
+        emit: Function,
+        incoming: Function,
+        sign: Function,
+    ) -> Result<WasmClient, JsValue> {
         let options = args::options(&options).map_err(|e| js_err(&e))?;
-        let driver = Driver::start(options, Host::new(emit, incoming)).await.map_err(|e| js_err(&e))?;
+        let driver = Driver::start(options, Host::new(emit, incoming, sign));
         wasm_bindgen_futures::JsFuture::from(driver.started()).await?;
         Ok(WasmClient { driver })
     }

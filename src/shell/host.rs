@@ -93,9 +93,24 @@ impl Settle {
 pub struct Callbacks {
     emit: Function,
     incoming: Function,
+    sign: Function,
 }
 
 impl Callbacks {
+    /// Signs `message` with the facade's identity (`sign(Uint8Array) => Promise<Uint8Array>`).
+    pub fn sign(
+        &self,
+        message: &[u8],
+    ) -> impl std::future::Future<Output = Result<[u8; 64], ClientError>> + use<> {
+        let called = self.sign.call1(&JsValue::NULL, &js_sys::Uint8Array::from(message));
+        async move {
+            let failed = |_| ClientError::new(crate::core::Code::Browser, "signing the challenge failed");
+            let sig = JsFuture::from(Promise::resolve(&called.map_err(failed)?)).await.map_err(failed)?;
+            <[u8; 64]>::try_from(js_sys::Uint8Array::new(&sig).to_vec().as_slice())
+                .map_err(|_| ClientError::new(crate::core::Code::Browser, "a signature is 64 bytes"))
+        }
+    }
+
     fn emit(&self, kind: &str, detail: JsValue) {
         // A throwing listener must not break the client.
         let _ = self.emit.call2(&JsValue::NULL, &JsValue::from_str(kind), &detail);
@@ -179,9 +194,9 @@ pub struct Host {
 
 impl Host {
     /// `emit(type, detail)` dispatches an event; `incoming(peerId)` returns
-    /// `boolean | Promise<boolean>`.
-    pub fn new(emit: Function, incoming: Function) -> Host {
-        Host { callbacks: Callbacks { emit, incoming }, ops: VecMap::new(), start: None }
+    /// `boolean | Promise<boolean>`; `sign(message)` returns `Promise<Uint8Array>` (64 bytes).
+    pub fn new(emit: Function, incoming: Function, sign: Function) -> Host {
+        Host { callbacks: Callbacks { emit, incoming, sign }, ops: VecMap::new(), start: None }
     }
 
     /// The callbacks, to call without holding the driver's borrow.

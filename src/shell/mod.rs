@@ -9,10 +9,12 @@
 //!
 //! # Layout
 //! - `socket`: one WebSocket with owned listeners. `timer`: one owned `setTimeout`.
-//! - `crypto`: Ed25519 via WebCrypto, `getRandomValues`. `rtc`: one `RTCPeerConnection`.
-//! - `host`: how results reach JavaScript (promises, events, the `onIncoming` hook).
+//! - `rtc`: one `RTCPeerConnection`.
+//! - `host`: how results reach JavaScript (promises, events, the `onIncoming` hook, signing).
+//!
+//! The identity (an Ed25519 key in WebCrypto) lives in the JavaScript facade: the engine gets the
+//! public key and a `sign(message)` callback, so no key handling code is in the wasm.
 
-pub mod crypto;
 pub mod host;
 pub mod rtc;
 pub mod socket;
@@ -30,7 +32,6 @@ use wasm_bindgen::JsValue;
 
 use crate::core::vecmap::VecMap;
 use crate::core::{Client, ClientError, Config, ConnId, Event, Handle, Millis, OpId, Output, RtcCommand};
-use crypto::Identity;
 use host::{Host, OpKind};
 use rtc::{Rtc, RtcReport};
 use socket::{Socket, SocketEvent};
@@ -46,8 +47,10 @@ pub fn now() -> Millis {
 pub struct Options {
     /// Node URLs.
     pub servers: Vec<String>,
-    /// The identity seed, or `None` for a fresh identity.
-    pub seed: Option<[u8; 32]>,
+    /// The public key the facade's `sign` callback signs for.
+    pub peer_id: signal_mesh_proto::PeerId,
+    /// Random bits from `crypto.getRandomValues` for the core's seed (jitter, session ids).
+    pub entropy: u64,
     /// `RTCIceServer[]` as given, or `undefined`.
     pub ice_servers: JsValue,
     /// The peer connect timeout (and the start deadline).
@@ -66,7 +69,6 @@ struct Inner {
     core: Client,
     /// The operation [`Driver::op`] started last (for `AbortSignal`s).
     last_op: Option<OpId>,
-    identity: Identity,
     ice_servers: JsValue,
     socket: Option<(ConnId, Socket)>,
     timer: Option<(Millis, Timeout)>,
@@ -93,14 +95,9 @@ impl std::fmt::Debug for Driver {
 }
 
 impl Driver {
-    /// Creates the identity and starts connecting. The returned driver is not yet online: wait
-    /// for [`Driver::started`].
-    pub async fn start(options: Options, host: Host) -> Result<Driver, ClientError> {
-        let identity = match options.seed {
-            Some(seed) => Identity::from_seed(&seed).await?,
-            None => Identity::generate().await?,
-        };
-        let mut config = Config::new(options.servers, identity.peer_id(), crypto::random_u64()?);
+    /// Starts connecting. The returned driver is not yet online: wait for [`Driver::started`].
+    pub fn start(options: Options, host: Host) -> Driver {
+        let mut config = Config::new(options.servers, options.peer_id, options.entropy);
         if let Some(ms) = options.connect_timeout_ms {
             config.connect_timeout_ms = ms;
         }
@@ -108,7 +105,6 @@ impl Driver {
         let inner = Inner {
             core,
             last_op: None,
-            identity,
             ice_servers: options.ice_servers,
             socket: None,
             timer: None,
@@ -116,7 +112,7 @@ impl Driver {
             host,
         };
         LIVE.fetch_add(1, Ordering::Relaxed);
-        Ok(Driver { inner: Rc::new(RefCell::new(inner)) })
+        Driver { inner: Rc::new(RefCell::new(inner)) }
     }
 
     /// A promise that resolves when the client first authenticates (rejects if it cannot).
@@ -245,10 +241,10 @@ impl Driver {
                 }
             }
             Output::Sign { conn, message } => {
-                let identity = self.inner.borrow().identity.clone();
+                let signing = self.inner.borrow().host.clone_callbacks().sign(&message);
                 let weak = self.weak();
                 wasm_bindgen_futures::spawn_local(async move {
-                    let signed = identity.sign(&message).await;
+                    let signed = signing.await;
                     let Some(d) = Driver::from_weak(&weak) else { return };
                     match signed {
                         Ok(sig) => d.with_core(|c, now| c.handle_signed(conn, sig, now)),

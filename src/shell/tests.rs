@@ -11,7 +11,6 @@ use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 
-use super::crypto::{Identity, base64url_decode, random_bytes};
 use super::host::Host;
 use super::rtc::{Rtc, RtcReport};
 use super::socket::{Socket, SocketEvent};
@@ -43,29 +42,28 @@ async fn until<T>(ms: u64, mut f: impl FnMut() -> Option<T>) -> T {
     panic!("timed out");
 }
 
-#[wasm_bindgen_test]
-async fn webcrypto_ed25519_matches_the_reference_implementation() {
-    for seed in [[1u8; 32], [0xa5; 32]] {
-        let ours = Identity::from_seed(&seed).await.unwrap();
-        let reference = auth::Identity::from_seed(seed);
-        assert_eq!(ours.peer_id(), reference.peer_id());
-        let msg = b"signal-mesh test message";
-        // Ed25519 is deterministic: the same key signs the same bytes identically.
-        assert_eq!(ours.sign(msg).await.unwrap(), reference.sign(msg));
-    }
-    let a = Identity::generate().await.unwrap();
-    let b = Identity::generate().await.unwrap();
-    assert_ne!(a.peer_id(), b.peer_id());
+/// A `sign(message)` callback signing with the reference Ed25519 implementation (the facade signs
+/// with WebCrypto; `tests/browser/tests/client-review.test.mjs` checks it against Node's Ed25519).
+fn signer(
+    seed: [u8; 32],
+) -> (js_sys::Function, wasm_bindgen::closure::Closure<dyn FnMut(JsValue) -> JsValue>) {
+    use wasm_bindgen::JsCast;
+    let id = auth::Identity::from_seed(seed);
+    let c = wasm_bindgen::closure::Closure::<dyn FnMut(JsValue) -> JsValue>::new(move |m: JsValue| {
+        let msg = js_sys::Uint8Array::new(&m).to_vec();
+        Promise::resolve(&js_sys::Uint8Array::from(id.sign(&msg).as_slice())).into()
+    });
+    (c.as_ref().unchecked_ref::<js_sys::Function>().clone(), c)
 }
 
-#[wasm_bindgen_test]
-fn random_bytes_are_random_and_base64url_decodes() {
-    let (mut x, mut y) = ([0u8; 32], [0u8; 32]);
-    random_bytes(&mut x).unwrap();
-    random_bytes(&mut y).unwrap();
-    assert_ne!(x, y);
-    assert_eq!(base64url_decode("AQID_-8").unwrap(), vec![1, 2, 3, 0xff, 0xef]);
-    assert_eq!(base64url_decode("a$b"), None);
+fn options(servers: Vec<String>, seed: u8, connect_timeout_ms: u64) -> Options {
+    Options {
+        servers,
+        peer_id: auth::Identity::from_seed([seed; 32]).peer_id(),
+        entropy: u64::from(seed),
+        ice_servers: JsValue::UNDEFINED,
+        connect_timeout_ms: Some(connect_timeout_ms),
+    }
 }
 
 #[wasm_bindgen_test]
@@ -94,14 +92,12 @@ async fn a_socket_to_a_closed_port_reports_closed() {
 
 #[wasm_bindgen_test]
 async fn a_driver_without_a_reachable_node_rejects_start_with_timeout() {
-    let options = Options {
-        servers: vec!["ws://127.0.0.1:9/signal".into()],
-        seed: Some([3; 32]),
-        ice_servers: JsValue::UNDEFINED,
-        connect_timeout_ms: Some(1500),
-    };
     let noop = js_sys::Function::new_no_args("");
-    let d = Driver::start(options, Host::new(noop.clone(), noop)).await.unwrap();
+    let (sign, _keep) = signer([3; 32]);
+    let d = Driver::start(
+        options(vec!["ws://127.0.0.1:9/signal".into()], 3, 1500),
+        Host::new(noop.clone(), noop, sign),
+    );
     assert_eq!(d.peer_id(), auth::Identity::from_seed([3; 32]).peer_id().to_hex());
     let err = JsFuture::from(d.started()).await.unwrap_err();
     let code = js_sys::Reflect::get(&err, &"code".into()).unwrap().as_string();
@@ -197,17 +193,14 @@ async fn two_drivers_connect_through_a_real_node() {
     let Some(url) = option_env!("SIGNAL_MESH_TEST_NODE") else {
         panic!("SIGNAL_MESH_TEST_NODE is unset: run this test through scripts/test-wasm.sh")
     };
-    let options = |seed| Options {
-        servers: vec![url.to_owned()],
-        seed: Some([seed; 32]),
-        ice_servers: JsValue::UNDEFINED,
-        connect_timeout_ms: Some(10_000),
-    };
     let accept = js_sys::Function::new_with_args("peer", "return true");
     let (emit_a, log_a, _keep_a) = recorder();
     let (emit_b, log_b, _keep_b) = recorder();
-    let a = Driver::start(options(11), Host::new(emit_a, accept.clone())).await.unwrap();
-    let b = Driver::start(options(12), Host::new(emit_b, accept)).await.unwrap();
+    let (sign_a, _keep_sa) = signer([11; 32]);
+    let (sign_b, _keep_sb) = signer([12; 32]);
+    let a =
+        Driver::start(options(vec![url.to_owned()], 11, 10_000), Host::new(emit_a, accept.clone(), sign_a));
+    let b = Driver::start(options(vec![url.to_owned()], 12, 10_000), Host::new(emit_b, accept, sign_b));
     JsFuture::from(a.started()).await.unwrap();
     JsFuture::from(b.started()).await.unwrap();
     assert_eq!((a.state(), b.state()), ("online", "online"));

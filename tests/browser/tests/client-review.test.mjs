@@ -3,6 +3,7 @@
 // AbortSignal in connect() and lookup(); `detail.topicName`.
 
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { Suite, onlineClient, topicHex, uniqueTopic } from '../lib/harness.mjs';
 
@@ -117,6 +118,28 @@ describe('review fixes of the SignalClient', { timeout: 240_000 }, () => {
     assert.equal(r.lookup, 'ABORTED');
     assert.equal(r.lookupAfter, 0);
     assert.equal(r.state, 'online');
+  }));
+
+  test('the identity (WebCrypto in the facade) is the Ed25519 key of the seed, and nodes accept its signatures', { timeout: 60_000 }, suite.wrap(async () => {
+    const page = await suite.page(node);
+    const seeds = ['01'.repeat(32), 'a5'.repeat(32)];
+    for (const seedHex of seeds) {
+      const prefix = Buffer.from('302e020100300506032b657004220420', 'hex');
+      const key = crypto.createPrivateKey({ key: Buffer.concat([prefix, Buffer.from(seedHex, 'hex')]), format: 'der', type: 'pkcs8' });
+      const expected = Buffer.from(crypto.createPublicKey(key).export({ format: 'jwk' }).x, 'base64url').toString('hex');
+      // create() resolves only after the node verified the signature of its challenge.
+      const info = await page.call('create', { servers: [node.wsUrl], identityHex: seedHex }, `id-${seedHex.slice(0, 2)}`);
+      assert.equal(info.peerId, expected, 'peer id = Ed25519 public key of the seed (Node crypto)');
+      assert.equal(info.state, 'online');
+    }
+    const r = await page.eval(async (T) => {
+      const out = {};
+      for (const [what, identity] of [['short', new Uint8Array(31)], ['string', 'x'.repeat(32)]]) {
+        try { await T.SM.SignalClient.create({ servers: ['ws://127.0.0.1:9/signal'], identity }); out[what] = 'created'; } catch (e) { out[what] = e.code; }
+      }
+      return out;
+    });
+    assert.deepEqual(r, { short: 'INVALID_ARGUMENT', string: 'INVALID_ARGUMENT' });
   }));
 
   test('peer events carry detail.topicName when the app joined by name, and only then', { timeout: 60_000 }, suite.wrap(async () => {
