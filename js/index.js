@@ -298,6 +298,9 @@ export class SignalClient extends EventTarget {
   #topics = Promise.resolve();
   /** Peer id -> streams `onIncoming` answered with, added once the connection is open. */
   #answerStreams = new Map();
+  /** Engine handle -> { pc, channel, queue }: the RTCPeerConnections the engine drives. */
+  #pcs = new Map();
+  #iceServers;
 
   /**
    * Called for every incoming connection offer with the remote peer id; return (or resolve to)
@@ -329,9 +332,15 @@ export class SignalClient extends EventTarget {
       }
       return !!r.accept;
     };
+    const ice = options && options.iceServers;
+    if (ice !== undefined && !Array.isArray(ice)) {
+      throw new SignalMeshError('INVALID_ARGUMENT', 'iceServers must be an array of RTCIceServer');
+    }
+    client.#iceServers = ice;
     const id = await identity(options && options.identity);
     const engine = { ...options, identity: undefined, peerId: id.peerId, entropy: crypto.getRandomValues(new Uint8Array(8)) };
-    client.#engine = await wrap(WasmClient.create(engine, emit, incoming, id.sign));
+    const rtc = (kind, h, a, b, c, d) => client.#rtc(kind, h, a, b, c, d);
+    client.#engine = await wrap(WasmClient.create(engine, emit, incoming, id.sign, rtc));
     client.#peerId = client.#engine.peerId;
     return client;
   }
@@ -396,6 +405,8 @@ export class SignalClient extends EventTarget {
     engine.close();
     for (const c of this.#connections.values()) c._closed();
     this.#connections.clear();
+    for (const r of this.#pcs.values()) r.pc.close();
+    this.#pcs.clear();
     this.#names.clear();
     // Freed once the current call into the engine (an event listener may be running inside one)
     // has returned: the engine's callbacks capture this client, a cycle no GC can break.
@@ -447,10 +458,85 @@ export class SignalClient extends EventTarget {
     );
   }
 
+  /**
+   * Carries out one WebRTC command of the engine on the `RTCPeerConnection` of handle `h`, in
+   * order per connection, and reports back what the browser does (see `rtcReport` in the Rust
+   * bindings for the numbering).
+   */
+  #rtc(kind, h, a, b, c, d) {
+    let r = this.#pcs.get(h);
+    const report = (k, x, y, z, w) => {
+      if (this.#engine && this.#pcs.get(h) === r) this.#engine.rtcReport(h, k, x, y, z, w);
+    };
+    if (kind === 0) {
+      let pc;
+      try {
+        pc = new RTCPeerConnection(this.#iceServers ? { iceServers: this.#iceServers } : undefined);
+      } catch (e) {
+        this.#engine?.rtcReport(h, 7, `new RTCPeerConnection failed: ${e && e.message}`);
+        return;
+      }
+      r = { pc, channel: null, queue: Promise.resolve() };
+      this.#pcs.set(h, r);
+      const attach = (ch) => {
+        r.channel = ch;
+        ch.addEventListener('open', () => report(2));
+        ch.addEventListener('close', () => report(6, 'the data channel closed'));
+        if (ch.readyState === 'open') report(2);
+      };
+      pc.addEventListener('icecandidate', ({ candidate: x }) => {
+        if (x && x.candidate) report(1, x.candidate, x.sdpMid, x.sdpMLineIndex, x.usernameFragment);
+      });
+      pc.addEventListener('negotiationneeded', () => report(5));
+      pc.addEventListener('iceconnectionstatechange', () => {
+        const s = pc.iceConnectionState;
+        if (s === 'failed') report(3);
+        else if (s === 'connected' || s === 'completed') report(4);
+      });
+      if (a) attach(pc.createDataChannel(b));
+      else pc.addEventListener('datachannel', (e) => { if (!r.channel) attach(e.channel); });
+      return;
+    }
+    if (!r) return;
+    if (kind === 5) {
+      this.#pcs.delete(h);
+      if (r.channel) r.channel.close();
+      r.pc.close();
+      return;
+    }
+    const { pc } = r;
+    // After a renegotiation ICE may simply stay connected: report it so the engine stops waiting.
+    const connected = () => {
+      if (/^(connected|completed)$/.test(pc.iceConnectionState)) report(4);
+    };
+    const local = async (desc) => {
+      await pc.setLocalDescription(desc);
+      report(0, desc.type === 'offer', pc.localDescription.sdp);
+    };
+    r.queue = r.queue.then(async () => {
+      if (this.#pcs.get(h) !== r) return;
+      if (kind === 1) {
+        await local(await pc.createOffer({ iceRestart: a }));
+      } else if (kind === 2) {
+        await pc.setRemoteDescription({ type: 'offer', sdp: a });
+        await local(await pc.createAnswer());
+        connected();
+      } else if (kind === 3) {
+        await pc.setRemoteDescription({ type: 'answer', sdp: a });
+        connected();
+      } else if (kind === 4) {
+        // A candidate the browser cannot use is not fatal: others may work.
+        await pc.addIceCandidate({ candidate: a, sdpMid: b, sdpMLineIndex: c, usernameFragment: d || undefined }).catch(() => {});
+      }
+    }).catch((e) => report(7, `WebRTC failed: ${e && e.message}`));
+  }
+
   #wrapConnection(raw) {
     let conn = this.#connections.get(raw.handle);
     if (!conn) {
-      conn = new PeerConnection(this.#engine, raw);
+      const r = this.#pcs.get(raw.handle);
+      if (!r || !r.channel) throw new SignalMeshError('CLOSED', 'the connection closed');
+      conn = new PeerConnection(this.#engine, { ...raw, pc: r.pc, channel: r.channel });
       this.#connections.set(raw.handle, conn);
       conn.addEventListener('close', () => this.#connections.delete(raw.handle));
     }

@@ -95,13 +95,9 @@ pub fn options(v: &JsValue) -> Result<Options, ClientError> {
     let entropy = <[u8; 8]>::try_from(bytes("entropy").as_slice())
         .map(u64::from_le_bytes)
         .map_err(|_| ClientError::invalid("the facade passes 8 bytes of entropy"))?;
-    let ice_servers = get(v, "iceServers");
-    if !(ice_servers.is_undefined() || Array::is_array(&ice_servers)) {
-        return Err(ClientError::invalid("iceServers must be an array of RTCIceServer"));
-    }
     let connect_timeout_ms = match opt_u32(v, "connectTimeoutMs")? {
         Some(0) => return Err(ClientError::invalid("connectTimeoutMs must be positive")),
         t => t.map(u64::from),
     };
-    Ok(Options { servers: list, peer_id, entropy, ice_servers, connect_timeout_ms })
+    Ok(Options { servers: list, peer_id, entropy, connect_timeout_ms })
 }

@@ -7,7 +7,7 @@ mod args;
 use js_sys::{Function, Promise};
 use wasm_bindgen::prelude::*;
 
-use crate::core::ClientError;
+use crate::core::{Candidate, ClientError, Code, Handle, SdpKind};
 use crate::shell::host::{self, Host, OpKind};
 use crate::shell::{Driver, now};
 
@@ -32,9 +32,10 @@ impl WasmClient {
         emit: Function,
         incoming: Function,
         sign: Function,
+        rtc: Function,
     ) -> Result<WasmClient, JsValue> {
         let options = args::options(&options).map_err(|e| js_err(&e))?;
-        let driver = Driver::start(options, Host::new(emit, incoming, sign));
+        let driver = Driver::start(options, Host::new(emit, incoming, sign, rtc));
         wasm_bindgen_futures::JsFuture::from(driver.started()).await?;
         Ok(WasmClient { driver })
     }
@@ -91,10 +92,42 @@ impl WasmClient {
         })
     }
 
+    /// What the facade's `RTCPeerConnection` of `handle` reports: kind 0 local description (`a`
+    /// is an offer, `b` SDP), 1 local candidate (`a` candidate, `b` mid, `c` m-line index, `d`
+    /// username fragment), 2 data channel open, 3 ICE failed, 4 ICE connected, 5 negotiation
+    /// needed, 6 closed (`a` why), 7 a WebRTC call failed (`a` why).
+    #[wasm_bindgen(js_name = rtcReport)]
+    pub fn rtc_report(&self, handle: u32, kind: u32, a: JsValue, b: JsValue, c: JsValue, d: JsValue) {
+        let h = Handle::from_raw(handle);
+        let text = |v: &JsValue| v.as_string().unwrap_or_default();
+        self.driver.with_core(|core, now| match kind {
+            0 => {
+                let sdp_kind = if a.is_truthy() { SdpKind::Offer } else { SdpKind::Answer };
+                core.rtc_local_description(h, sdp_kind, text(&b), now);
+            }
+            1 => {
+                let index = c.as_f64().filter(|i| (0.0..=f64::from(u16::MAX)).contains(i)).map(|i| i as u16);
+                let candidate = Candidate {
+                    candidate: text(&a),
+                    sdp_mid: text(&b),
+                    sdp_m_line_index: index,
+                    username_fragment: text(&d),
+                };
+                core.rtc_local_candidate(h, candidate, now);
+            }
+            2 => core.rtc_channel_open(h, now),
+            3 => core.rtc_ice_failed(h, now),
+            4 => core.rtc_ice_connected(h, now),
+            5 => core.rtc_negotiation_needed(h, now),
+            6 => core.rtc_closed(h, ClientError::closed(text(&a)), now),
+            _ => core.rtc_closed(h, ClientError::new(Code::Browser, text(&a)), now),
+        });
+    }
+
     /// Closes one connection (says bye to the peer).
     #[wasm_bindgen(js_name = closeConnection)]
     pub fn close_connection(&self, handle: u32) {
-        self.driver.with_core(|c, now| c.close_connection(crate::core::Handle::from_raw(handle), now));
+        self.driver.with_core(|c, now| c.close_connection(Handle::from_raw(handle), now));
     }
 
     /// Closes the client.

@@ -9,14 +9,16 @@
 //!
 //! # Layout
 //! - `socket`: one WebSocket with owned listeners. `timer`: one owned `setTimeout`.
-//! - `rtc`: one `RTCPeerConnection`.
-//! - `host`: how results reach JavaScript (promises, events, the `onIncoming` hook, signing).
+//! - `host`: how results reach JavaScript (promises, events, the `onIncoming` hook, signing,
+//!   WebRTC commands).
 //!
-//! The identity (an Ed25519 key in WebCrypto) lives in the JavaScript facade: the engine gets the
-//! public key and a `sign(message)` callback, so no key handling code is in the wasm.
+//! Two jobs live in the JavaScript facade, where they cost far fewer bytes than Rust calling the
+//! same browser APIs through web-sys: the identity (an Ed25519 key in WebCrypto; the engine gets
+//! the public key and a `sign(message)` callback) and the `RTCPeerConnection`s (the engine sends
+//! each `RtcCommand` to an `rtc(...)` callback and the facade reports back through
+//! `WasmClient::rtc_report`).
 
 pub mod host;
-pub mod rtc;
 pub mod socket;
 pub mod timer;
 
@@ -30,10 +32,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use bytes::Bytes;
 use wasm_bindgen::JsValue;
 
-use crate::core::vecmap::VecMap;
-use crate::core::{Client, ClientError, Config, ConnId, Event, Handle, Millis, OpId, Output, RtcCommand};
+use crate::core::{Client, ClientError, Config, ConnId, Event, Handle, Millis, OpId, Output};
 use host::{Host, OpKind};
-use rtc::{Rtc, RtcReport};
 use socket::{Socket, SocketEvent};
 use timer::Timeout;
 
@@ -51,8 +51,6 @@ pub struct Options {
     pub peer_id: signal_mesh_proto::PeerId,
     /// Random bits from `crypto.getRandomValues` for the core's seed (jitter, session ids).
     pub entropy: u64,
-    /// `RTCIceServer[]` as given, or `undefined`.
-    pub ice_servers: JsValue,
     /// The peer connect timeout (and the start deadline).
     pub connect_timeout_ms: Option<u64>,
 }
@@ -69,10 +67,8 @@ struct Inner {
     core: Client,
     /// The operation [`Driver::op`] started last (for `AbortSignal`s).
     last_op: Option<OpId>,
-    ice_servers: JsValue,
     socket: Option<(ConnId, Socket)>,
     timer: Option<(Millis, Timeout)>,
-    rtc: VecMap<Handle, Rtc>,
     host: Host,
 }
 
@@ -102,15 +98,7 @@ impl Driver {
             config.connect_timeout_ms = ms;
         }
         let core = Client::new(config, now());
-        let inner = Inner {
-            core,
-            last_op: None,
-            ice_servers: options.ice_servers,
-            socket: None,
-            timer: None,
-            rtc: VecMap::new(),
-            host,
-        };
+        let inner = Inner { core, last_op: None, socket: None, timer: None, host };
         LIVE.fetch_add(1, Ordering::Relaxed);
         Driver { inner: Rc::new(RefCell::new(inner)) }
     }
@@ -255,7 +243,10 @@ impl Driver {
                     }
                 });
             }
-            Output::Rtc(cmd) => self.rtc(cmd),
+            Output::Rtc(cmd) => {
+                let host = self.inner.borrow().host.clone_callbacks();
+                host.rtc(cmd);
+            }
             Output::Event(e) => self.event(e),
         }
     }
@@ -286,54 +277,9 @@ impl Driver {
         }
     }
 
-    // Not inlined: every `with_core` call site would get a copy (tens of KB of wasm).
-    #[inline(never)]
-    fn rtc(&self, cmd: RtcCommand) {
-        match cmd {
-            RtcCommand::Create { handle, initiator, label } => {
-                let weak = self.weak();
-                let ice = self.inner.borrow().ice_servers.clone();
-                let made = Rtc::new(&ice, initiator, &label, move |r| {
-                    let Some(d) = Driver::from_weak(&weak) else { return };
-                    d.with_core(|c, now| match r {
-                        RtcReport::LocalDescription(kind, sdp) => {
-                            c.rtc_local_description(handle, kind, sdp, now)
-                        }
-                        RtcReport::NegotiationNeeded => c.rtc_negotiation_needed(handle, now),
-                        RtcReport::LocalCandidate(cand) => c.rtc_local_candidate(handle, cand, now),
-                        RtcReport::ChannelOpen => c.rtc_channel_open(handle, now),
-                        RtcReport::IceFailed => c.rtc_ice_failed(handle, now),
-                        RtcReport::IceConnected => c.rtc_ice_connected(handle, now),
-                        RtcReport::Closed(e) => c.rtc_closed(handle, e, now),
-                    });
-                });
-                match made {
-                    Ok(rtc) => {
-                        self.inner.borrow_mut().rtc.insert(handle, rtc);
-                    }
-                    Err(e) => self.inner.borrow_mut().core.rtc_closed(handle, e, now()),
-                }
-            }
-            RtcCommand::Close { handle } => {
-                let old = self.inner.borrow_mut().rtc.remove(&handle);
-                drop(old);
-            }
-            cmd @ (RtcCommand::CreateOffer { handle, .. }
-            | RtcCommand::ApplyOffer { handle, .. }
-            | RtcCommand::ApplyAnswer { handle, .. }
-            | RtcCommand::AddCandidate { handle, .. }) => {
-                if let Some(r) = self.inner.borrow().rtc.get(&handle) {
-                    r.enqueue(cmd);
-                }
-            }
-        }
-    }
-
     fn connection_value(&self, handle: Handle) -> JsValue {
-        let inner = self.inner.borrow();
-        let peer = inner.core.session_peer(handle).map(|p| p.to_hex()).unwrap_or_default();
-        match inner.rtc.get(&handle) {
-            Some(r) => host::connection(handle, &peer, r.pc(), r.channel()),
+        match self.inner.borrow().core.session_peer(handle) {
+            Some(peer) => host::connection(handle, &peer.to_hex()),
             None => JsValue::UNDEFINED,
         }
     }
