@@ -401,7 +401,7 @@ impl Client {
 
     /// Carries out what the peer sessions want: signals become requests, the rest outputs.
     fn route(&mut self, now: Millis) {
-        while let Some(o) = self.peers.poll() {
+        for o in self.peers.take_outputs() {
             match o {
                 PeerOutput::Signal { to, signal, handle } => {
                     let body = RequestBody::Signal { to, payload: signal.encode() };
@@ -875,7 +875,7 @@ impl Client {
         }
         // No byes: there is no link left to carry them.
         self.peers.close_all(false, &err);
-        while let Some(o) = self.peers.poll() {
+        for o in self.peers.take_outputs() {
             match o {
                 PeerOutput::Signal { .. } => {}
                 PeerOutput::Rtc(c) => self.push(Output::Rtc(c)),

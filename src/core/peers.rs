@@ -19,8 +19,6 @@
 //! - ICE failure: one ICE restart (the initiator re-offers; a responder asks it to) before the
 //!   connection is reported closed.
 
-use std::collections::VecDeque;
-
 use signal_mesh_proto::{ErrorCode, PeerId};
 
 use super::backoff::Rng;
@@ -163,7 +161,8 @@ pub struct Peers {
     sessions: VecMap<Handle, PeerSession>,
     by_peer: VecMap<PeerId, Handle>,
     next_handle: u32,
-    out: VecDeque<PeerOutput>,
+    /// A `Vec` taken whole by [`Peers::take_outputs`] (one `VecDeque` instantiation less in the wasm).
+    out: Vec<PeerOutput>,
 }
 
 impl Peers {
@@ -176,18 +175,18 @@ impl Peers {
             sessions: VecMap::new(),
             by_peer: VecMap::new(),
             next_handle: 1,
-            out: VecDeque::new(),
+            out: Vec::new(),
         }
     }
 
-    /// The next output to route.
-    pub fn poll(&mut self) -> Option<PeerOutput> {
-        self.out.pop_front()
+    /// Every output to route, in order.
+    pub fn take_outputs(&mut self) -> Vec<PeerOutput> {
+        std::mem::take(&mut self.out)
     }
 
     fn push(&mut self, o: PeerOutput) {
         if self.out.len() < MAX_OUTPUTS {
-            self.out.push_back(o);
+            self.out.push(o);
         }
     }
 
