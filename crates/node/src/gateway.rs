@@ -421,10 +421,20 @@ fn act(shared: &Shared, conn: ConnId, session: &Session, link: &mut Option<Link>
         }
         Action::Authenticated(peer) => {
             let (queue_tx, queue_rx) = outbox(shared.queue_frames.max(2));
-            let welcome = encode_server(session.welcome(peer));
+            let ServerMessage::Welcome(welcome) = session.welcome(peer) else {
+                return Step::End(None, End::Close(ErrorCode::Internal, "no welcome".into()));
+            };
             *link = Some(Link { peer, queue: queue_rx });
             debug!(conn, ?peer, "peer authenticated");
-            Command::Register { peer, outlet: Outlet { conn, queue: queue_tx }, welcome }
+            let since_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            Command::Register {
+                peer,
+                outlet: Outlet { conn, queue: queue_tx },
+                welcome: Box::new(welcome),
+                since_ms,
+            }
         }
         Action::Request { id, op } => {
             let Some(peer) = link.as_ref().map(|l| l.peer) else { return Step::None };

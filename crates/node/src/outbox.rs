@@ -65,11 +65,15 @@ pub struct OutboxSender {
 impl OutboxSender {
     /// Queues a frame without waiting.
     pub fn try_send(&self, frame: Bytes) -> Result<(), PushError> {
-        let mut s = self.inner.lock();
+        OutboxSender::push(&self.inner, frame)
+    }
+
+    fn push(inner: &Inner, frame: Bytes) -> Result<(), PushError> {
+        let mut s = inner.lock();
         if s.receiver_gone || s.close.is_some() {
             return Err(PushError::Closed);
         }
-        if s.frames.len() >= self.inner.capacity {
+        if s.frames.len() >= inner.capacity {
             return Err(PushError::Full);
         }
         s.frames.push_back(frame);
@@ -83,7 +87,11 @@ impl OutboxSender {
 
     /// Tells the connection to close; queued frames are dropped.
     pub fn close(&self, close: Close) {
-        let mut s = self.inner.lock();
+        OutboxSender::close_inner(&self.inner, close)
+    }
+
+    fn close_inner(inner: &Inner, close: Close) {
+        let mut s = inner.lock();
         if s.close.is_none() {
             s.close = Some(close);
         }
@@ -93,6 +101,32 @@ impl OutboxSender {
         if let Some(w) = waker {
             w.wake();
         }
+    }
+}
+
+impl OutboxSender {
+    /// A second way to queue frames, for answers that arrive later from elsewhere (a signal
+    /// forwarded to another node). Unlike the sender, dropping it does not end the queue.
+    pub fn replier(&self) -> OutboxReplier {
+        OutboxReplier { inner: self.inner.clone() }
+    }
+}
+
+/// See [`OutboxSender::replier`].
+#[derive(Debug)]
+pub struct OutboxReplier {
+    inner: Arc<Inner>,
+}
+
+impl OutboxReplier {
+    /// Queues a frame without waiting (the same rules as [`OutboxSender::try_send`]).
+    pub fn try_send(&self, frame: Bytes) -> Result<(), PushError> {
+        OutboxSender::push(&self.inner, frame)
+    }
+
+    /// Tells the connection to close (as [`OutboxSender::close`]).
+    pub fn close(&self, close: Close) {
+        OutboxSender::close_inner(&self.inner, close)
     }
 }
 
