@@ -191,6 +191,12 @@ impl NodeProcess {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// SIGKILL at once, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// SIGTERM, wait, then SIGKILL.
     pub fn stop(&mut self) {
         if !self.is_running() {

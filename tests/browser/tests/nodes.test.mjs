@@ -92,3 +92,21 @@ test('(mesh 2) a crashed node\'s page leaves: the other page gets peer-left with
   const r = await a.call('lookup', topic);
   assert.ok(!r.peers.includes(c.peerId), 'gone from lookup');
 }));
+
+test('(mesh 3) a page configured with one node fails over to a node it learned from Welcome when that node dies', { timeout: 90_000 }, suite.wrap(async (t) => {
+  // nodes[2] was killed above; nodes[0] and nodes[1] remain. The page knows only nodes[1]'s URL.
+  const d = await onlineClient(suite, nodes[1]);
+  const watcher = await onlineClient(suite, nodes[0]);
+  const topic = uniqueTopic('failover');
+  await d.call('join', topic);
+  await waitLookup(watcher, topic, [d.peerId], { timeout: 15_000 });
+  const killed = Date.now();
+  await nodes[1].stop({ signal: 'SIGKILL' });
+  // The page goes offline, then online again on nodes[0] (from Welcome.node_urls) and re-joins.
+  await d.waitFor((T) => T.state() === 'online' && T.events('c', 'statechange').some((e) => e.detail && e.detail.state !== 'online'), undefined, {
+    timeout: 30_000,
+    what: 'the page back online on another node',
+  });
+  await waitLookup(watcher, topic, [d.peerId], { timeout: 20_000 });
+  t.diagnostic(`failed over and re-joined ${Date.now() - killed} ms after SIGKILL`);
+}));

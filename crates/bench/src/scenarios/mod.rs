@@ -2,6 +2,7 @@
 
 pub mod capacity;
 pub mod churn;
+pub mod mesh;
 pub mod relay;
 
 use std::cell::RefCell;
