@@ -138,7 +138,12 @@ impl Sim {
         assert_eq!(protocol_version, 1);
         assert_eq!(nonce, challenge.nonce);
         assert_eq!(verify(&peer_id, &challenge.node_id, &challenge.nonce, &signature), Ok(()));
-        self.node_says(ServerMessage::Welcome(Welcome { protocol_version: 1, peer_id, limits, node_urls: Vec::new() }));
+        self.node_says(ServerMessage::Welcome(Welcome {
+            protocol_version: 1,
+            peer_id,
+            limits,
+            node_urls: Vec::new(),
+        }));
     }
 
     fn online(&mut self) {

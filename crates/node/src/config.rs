@@ -104,6 +104,31 @@ pub struct Config {
     /// (the buffer is released once written).
     #[arg(long, env = "SIGNAL_MESH_WS_WRITE_BUFFER_BYTES", default_value_t = Config::DEFAULT_WS_WRITE_BUFFER_BYTES)]
     pub ws_write_buffer_bytes: u32,
+
+    // Connection-level limits, shutdown and TLS (issue 9). Kept together at the end.
+    /// Bytes queued for one client before it counts as a slow consumer (SLOW_CONSUMER). Signals
+    /// from other peers may fill half of it, each sender an eighth (more: PEER_BUSY to the sender).
+    #[arg(long, env = "SIGNAL_MESH_OUTBOUND_QUEUE_BYTES", default_value_t = Config::DEFAULT_OUTBOUND_QUEUE_BYTES)]
+    pub outbound_queue_bytes: u32,
+
+    /// Milliseconds a new connection has to finish its TLS handshake and send a complete HTTP
+    /// request header (also between requests on a kept-alive connection); then it is closed.
+    #[arg(long, env = "SIGNAL_MESH_HEADER_TIMEOUT_MS", default_value_t = Config::DEFAULT_HEADER_TIMEOUT_MS)]
+    pub header_timeout_ms: u32,
+
+    /// Most connections that have not finished their request or WebSocket upgrade. At the limit
+    /// the node accepts no more until one finishes or times out (they wait in the kernel's backlog).
+    #[arg(long, env = "SIGNAL_MESH_MAX_PENDING_CONNECTIONS", default_value_t = Config::DEFAULT_MAX_PENDING_CONNECTIONS)]
+    pub max_pending_connections: u32,
+
+    /// Most TCP connections from one IP address at once (0: no limit); more are closed at once.
+    #[arg(long, env = "SIGNAL_MESH_MAX_CONNECTIONS_PER_IP", default_value_t = Config::DEFAULT_MAX_CONNECTIONS_PER_IP)]
+    pub max_connections_per_ip: u32,
+
+    /// Milliseconds a shutdown (SIGTERM) may take: clients get SHUTTING_DOWN, /health answers 503,
+    /// and whatever is still open at the end is closed.
+    #[arg(long, env = "SIGNAL_MESH_SHUTDOWN_GRACE_MS", default_value_t = Config::DEFAULT_SHUTDOWN_GRACE_MS)]
+    pub shutdown_grace_ms: u32,
 }
 
 impl Config {
@@ -116,6 +141,16 @@ impl Config {
     pub const DEFAULT_WS_READ_BUFFER_BYTES: u32 = 16_384;
     /// Default [`Config::ws_write_buffer_bytes`].
     pub const DEFAULT_WS_WRITE_BUFFER_BYTES: u32 = 8192;
+    /// Default [`Config::outbound_queue_bytes`]: 32 signals of the largest payload.
+    pub const DEFAULT_OUTBOUND_QUEUE_BYTES: u32 = 1 << 20;
+    /// Default [`Config::header_timeout_ms`].
+    pub const DEFAULT_HEADER_TIMEOUT_MS: u32 = 10_000;
+    /// Default [`Config::max_pending_connections`].
+    pub const DEFAULT_MAX_PENDING_CONNECTIONS: u32 = 1024;
+    /// Default [`Config::max_connections_per_ip`]: room for a large NAT, not for one abuser.
+    pub const DEFAULT_MAX_CONNECTIONS_PER_IP: u32 = 256;
+    /// Default [`Config::shutdown_grace_ms`].
+    pub const DEFAULT_SHUTDOWN_GRACE_MS: u32 = 5000;
 
     /// The limits announced to clients.
     pub fn limits(&self) -> Limits {
@@ -180,6 +215,11 @@ impl Default for Config {
             max_consecutive_errors: SessionConfig::DEFAULT_MAX_CONSECUTIVE_ERRORS,
             ws_read_buffer_bytes: Config::DEFAULT_WS_READ_BUFFER_BYTES,
             ws_write_buffer_bytes: Config::DEFAULT_WS_WRITE_BUFFER_BYTES,
+            outbound_queue_bytes: Config::DEFAULT_OUTBOUND_QUEUE_BYTES,
+            header_timeout_ms: Config::DEFAULT_HEADER_TIMEOUT_MS,
+            max_pending_connections: Config::DEFAULT_MAX_PENDING_CONNECTIONS,
+            max_connections_per_ip: Config::DEFAULT_MAX_CONNECTIONS_PER_IP,
+            shutdown_grace_ms: Config::DEFAULT_SHUTDOWN_GRACE_MS,
         }
     }
 }

@@ -46,8 +46,10 @@ pub mod directory;
 mod gateway;
 mod http;
 pub mod identity;
+mod listener;
 pub mod outbox;
 pub mod session;
+mod tls;
 mod ws;
 
 use std::future::Future;
@@ -58,21 +60,17 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use signal_mesh_proto::NodeId;
 use signal_mesh_proto::auth::Identity;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot, watch};
-use tracing::{info, warn};
+use tracing::info;
 
 pub use crate::config::{Config, LogFormat};
 pub use crate::identity::IdentityError;
 
 /// Capacity of the directory's inbox.
 const DIRECTORY_INBOX: usize = 8192;
-
-/// How long a shutdown waits for connections to say goodbye.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Why the node could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -143,7 +141,10 @@ impl Node {
             directory,
             node_id: node_id.clone(),
             session: config.session(),
-            queue_frames: config.outbound_queue_frames as usize,
+            queue: outbox::Bounds {
+                frames: config.outbound_queue_frames.max(2) as usize,
+                bytes: config.outbound_queue_bytes as usize,
+            },
             connections: connections.clone(),
             shutdown: shutdown_rx,
             next_conn: AtomicU64::new(1),
@@ -157,23 +158,18 @@ impl Node {
         }
         let app = app.with_state(shared);
         info!(addr = %listener.local_addr()?, %node_id, "serving /signal and /health");
-        // Signaling is small frames both ways: without TCP_NODELAY, Nagle holds a second small
-        // write (the challenge after the 101, an event after a response) for the peer's delayed ACK.
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                info!("shutting down: closing client connections");
-                let _ = shutdown_tx.send(true);
-            })
-            .await?;
-        // Every connection task holds a permit until it has said goodbye.
-        match tokio::time::timeout(SHUTDOWN_GRACE, connections.acquire_many(max_connections)).await {
-            Ok(_) => info!("all connections closed"),
-            Err(_) => warn!("some connections did not close within {SHUTDOWN_GRACE:?}"),
-        }
+        let limits = listener::Limits {
+            header_timeout: Duration::from_millis(u64::from(config.header_timeout_ms)),
+            max_pending: config.max_pending_connections as usize,
+            max_per_ip: config.max_connections_per_ip,
+            grace: Duration::from_millis(u64::from(config.shutdown_grace_ms)),
+        };
+        let on_shutdown = move || {
+            let _ = shutdown_tx.send(true);
+        };
+        // Every WebSocket task holds a permit until it has said goodbye.
+        let websockets_done = move || connections.available_permits() >= max_connections as usize;
+        listener::serve(listener, app, limits, None, shutdown, on_shutdown, websockets_done).await;
         Ok(())
     }
 }

@@ -85,8 +85,44 @@ pub(crate) enum Event {
     Ping(Bytes),
     /// A pong.
     Pong,
-    /// A close frame with its status code, if any.
+    /// A close frame with its status code, if any (a code a client may send, and a UTF-8
+    /// reason: echo it).
     Close(Option<u16>),
+    /// A close frame that breaks RFC 6455 §7.4 / §5.5.1: a code no endpoint may send (0–999,
+    /// 1004–1006, 1015, 1016–2999, 5000+), a one-byte payload, or a reason that is not UTF-8.
+    /// Answer with a close frame carrying this code (1002 protocol error, 1007 invalid data),
+    /// never with the client's code.
+    BadClose(u16),
+}
+
+/// Close status codes an endpoint may put in a close frame (RFC 6455 §7.4.1 and the IANA
+/// registry): 1000–1003, 1007–1014 and 3000–4999. 1004 is reserved; 1005, 1006 and 1015 are
+/// for reporting only and must never be sent.
+pub(crate) fn close_code_is_valid(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// Close code for a protocol error.
+pub(crate) const CLOSE_PROTOCOL_ERROR: u16 = 1002;
+/// Close code for data inconsistent with the message type (here: a close reason not UTF-8).
+pub(crate) const CLOSE_INVALID_DATA: u16 = 1007;
+
+/// What a close frame's payload says.
+fn close_event(payload: &[u8]) -> Event {
+    match payload {
+        [] => Event::Close(None),
+        [_] => Event::BadClose(CLOSE_PROTOCOL_ERROR),
+        [hi, lo, reason @ ..] => {
+            let code = u16::from_be_bytes([*hi, *lo]);
+            if !close_code_is_valid(code) {
+                Event::BadClose(CLOSE_PROTOCOL_ERROR)
+            } else if std::str::from_utf8(reason).is_err() {
+                Event::BadClose(CLOSE_INVALID_DATA)
+            } else {
+                Event::Close(Some(code))
+            }
+        }
+    }
 }
 
 /// Input that ends the connection.
@@ -191,11 +227,7 @@ impl Decoder {
                     return Ok(Some(match opcode {
                         OP_PING => Event::Ping(payload.freeze()),
                         OP_PONG => Event::Pong,
-                        _ => match payload.len() {
-                            0 => Event::Close(None),
-                            1 => return Err(FrameError::Protocol("close frame of one byte")),
-                            _ => Event::Close(Some(u16::from_be_bytes([payload[0], payload[1]]))),
-                        },
+                        _ => close_event(&payload),
                     }));
                 }
                 OP_TEXT | OP_BINARY => {
@@ -600,6 +632,21 @@ mod tests {
     }
 
     #[test]
+    fn close_frames_with_codes_nobody_may_send_are_bad_closes() {
+        let close = |payload: &[u8]| all(&mut Decoder::new(MAX, HARD), &client(true, OP_CLOSE, payload));
+        for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535] {
+            assert_eq!(close(&code.to_be_bytes()), Ok(vec![Event::BadClose(1002)]), "{code}");
+        }
+        for code in [1000u16, 1001, 1002, 1003, 1007, 1011, 1014, 3000, 4000, 4999] {
+            assert_eq!(close(&code.to_be_bytes()), Ok(vec![Event::Close(Some(code))]), "{code}");
+        }
+        assert_eq!(close(b"x"), Ok(vec![Event::BadClose(1002)]));
+        assert_eq!(close(b"\x03\xe8ok \xc3\xa9"), Ok(vec![Event::Close(Some(1000))]));
+        assert_eq!(close(b"\x03\xe8\xff"), Ok(vec![Event::BadClose(1007)]));
+        assert_eq!(close(b""), Ok(vec![Event::Close(None)]));
+    }
+
+    #[test]
     fn protocol_errors() {
         let protocol = |bytes: Vec<u8>| match all(&mut Decoder::new(MAX, HARD), &bytes) {
             Err(FrameError::Protocol(_)) => {}
@@ -610,7 +657,6 @@ mod tests {
         }
         protocol(client(true, OP_PING, &payload(126)));
         protocol(client(false, OP_PING, b""));
-        protocol(client(true, OP_CLOSE, b"x"));
         protocol(client(true, OP_CONTINUATION, b"x"));
         let mut nested = client(false, OP_BINARY, b"a");
         nested.extend(client(true, OP_BINARY, b"b"));

@@ -31,6 +31,11 @@ fn help_documents_every_flag_with_its_environment_variable() {
         "max-consecutive-errors",
         "ws-read-buffer-bytes",
         "ws-write-buffer-bytes",
+        "outbound-queue-bytes",
+        "header-timeout-ms",
+        "max-pending-connections",
+        "max-connections-per-ip",
+        "shutdown-grace-ms",
     ] {
         assert!(help.contains(&format!("--{flag}")), "--help lacks --{flag}:\n{help}");
         let env = format!("SIGNAL_MESH_{}", flag.to_uppercase().replace('-', "_"));
