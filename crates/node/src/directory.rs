@@ -147,7 +147,7 @@ impl Directory {
         let body = match op {
             Op::Join { topic, announce } => self.join(peer, topic, announce),
             Op::Leave { topic } => self.leave(peer, topic),
-            Op::Lookup { topic, limit, cursor } => self.lookup(topic, limit, cursor),
+            Op::Lookup { topic, limit, cursor } => self.lookup(topic, limit.get(), cursor),
             Op::Signal { to, payload } => self.signal(peer, to, payload),
         };
         let frame = encode_server(ServerMessage::Response { id, body });
