@@ -129,6 +129,15 @@ pub struct Config {
     /// and whatever is still open at the end is closed.
     #[arg(long, env = "SIGNAL_MESH_SHUTDOWN_GRACE_MS", default_value_t = Config::DEFAULT_SHUTDOWN_GRACE_MS)]
     pub shutdown_grace_ms: u32,
+
+    /// PEM certificate chain for built-in TLS (wss:// and https://); needs --tls-key. Reloaded
+    /// on SIGHUP. Without it the node speaks plain ws:// (put a TLS proxy in front).
+    #[arg(long, env = "SIGNAL_MESH_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert (PKCS#8, PKCS#1 or SEC1). Reloaded on SIGHUP.
+    #[arg(long, env = "SIGNAL_MESH_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Config {
@@ -220,6 +229,8 @@ impl Default for Config {
             max_pending_connections: Config::DEFAULT_MAX_PENDING_CONNECTIONS,
             max_connections_per_ip: Config::DEFAULT_MAX_CONNECTIONS_PER_IP,
             shutdown_grace_ms: Config::DEFAULT_SHUTDOWN_GRACE_MS,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }

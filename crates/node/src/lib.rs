@@ -68,6 +68,7 @@ use tracing::info;
 
 pub use crate::config::{Config, LogFormat};
 pub use crate::identity::IdentityError;
+pub use crate::tls::TlsError;
 
 /// Capacity of the directory's inbox.
 const DIRECTORY_INBOX: usize = 8192;
@@ -82,6 +83,9 @@ pub enum Error {
     /// Binding or serving the socket failed.
     #[error("socket: {0}")]
     Io(#[from] std::io::Error),
+    /// The TLS certificate or key could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The node task panicked or was cancelled.
     #[error("node task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -92,16 +96,23 @@ pub enum Error {
 pub struct Node {
     config: Config,
     identity: Identity,
+    /// Built-in TLS, loaded from `--tls-cert` / `--tls-key` up front so a bad pair stops the start.
+    tls: Option<tls::TlsAcceptor>,
 }
 
 impl Node {
-    /// Loads (or creates) the identity named by `config.key_file`, or generates an ephemeral one.
+    /// Loads (or creates) the identity named by `config.key_file`, or generates an ephemeral one,
+    /// and the TLS certificate and key if configured.
     pub fn new(config: Config) -> Result<Node, Error> {
         let identity = match &config.key_file {
             Some(path) => identity::load_or_create(path)?,
             None => identity::generate()?,
         };
-        Ok(Node { config, identity })
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(tls::TlsAcceptor::load(cert, key)?),
+            _ => None,
+        };
+        Ok(Node { config, identity, tls })
     }
 
     /// The node id announced in every challenge.
@@ -169,7 +180,9 @@ impl Node {
         };
         // Every WebSocket task holds a permit until it has said goodbye.
         let websockets_done = move || connections.available_permits() >= max_connections as usize;
-        listener::serve(listener, app, limits, None, shutdown, on_shutdown, websockets_done).await;
+        let tls = self.tls;
+        let _reload = tls.as_ref().map(tls::reload_on_hangup);
+        listener::serve(listener, app, limits, tls, shutdown, on_shutdown, websockets_done).await;
         Ok(())
     }
 }

@@ -36,6 +36,8 @@ fn help_documents_every_flag_with_its_environment_variable() {
         "max-pending-connections",
         "max-connections-per-ip",
         "shutdown-grace-ms",
+        "tls-cert",
+        "tls-key",
     ] {
         assert!(help.contains(&format!("--{flag}")), "--help lacks --{flag}:\n{help}");
         let env = format!("SIGNAL_MESH_{}", flag.to_uppercase().replace('-', "_"));
