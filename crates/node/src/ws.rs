@@ -95,11 +95,11 @@ pub(crate) enum Event {
     BadClose(u16),
 }
 
-/// Close status codes an endpoint may put in a close frame (RFC 6455 §7.4.1 and the IANA
-/// registry): 1000–1003, 1007–1014 and 3000–4999. 1004 is reserved; 1005, 1006 and 1015 are
-/// for reporting only and must never be sent.
+/// Close status codes an endpoint may put in a close frame (RFC 6455 §7.4.1 plus 1012 and 1013
+/// from the IANA registry, as tungstenite accepts them): 1000–1003, 1007–1013 and 3000–4999.
+/// 1004 is reserved; 1005, 1006 and 1015 are for reporting only and must never be sent.
 pub(crate) fn close_code_is_valid(code: u16) -> bool {
-    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+    matches!(code, 1000..=1003 | 1007..=1013 | 3000..=4999)
 }
 
 /// Close code for a protocol error.
@@ -372,6 +372,9 @@ pub(crate) fn encode_close(out: &mut Vec<u8>, code: u16, reason: &str) {
 }
 
 #[cfg(test)]
+mod differential;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -634,10 +637,10 @@ mod tests {
     #[test]
     fn close_frames_with_codes_nobody_may_send_are_bad_closes() {
         let close = |payload: &[u8]| all(&mut Decoder::new(MAX, HARD), &client(true, OP_CLOSE, payload));
-        for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535] {
+        for code in [0u16, 999, 1004, 1005, 1006, 1014, 1015, 1016, 2999, 5000, 65535] {
             assert_eq!(close(&code.to_be_bytes()), Ok(vec![Event::BadClose(1002)]), "{code}");
         }
-        for code in [1000u16, 1001, 1002, 1003, 1007, 1011, 1014, 3000, 4000, 4999] {
+        for code in [1000u16, 1001, 1002, 1003, 1007, 1011, 1013, 3000, 4000, 4999] {
             assert_eq!(close(&code.to_be_bytes()), Ok(vec![Event::Close(Some(code))]), "{code}");
         }
         assert_eq!(close(b"x"), Ok(vec![Event::BadClose(1002)]));
