@@ -144,7 +144,7 @@ impl Socket {
         Socket {
             io,
             read: BytesMut::new(),
-            decoder: Decoder::new(max, hard),
+            decoder: Decoder::new(ws::Role::Server, max, hard),
             out: Vec::new(),
             written: 0,
             read_chunk,
@@ -476,7 +476,7 @@ fn read_error(e: FrameError) -> End {
         FrameError::TooLarge(_) => {
             End::Close(ErrorCode::TooLarge, format!("frame far over the size limit: {e}"))
         }
-        FrameError::Protocol(_) => End::Close(ErrorCode::BadRequest, e.to_string()),
+        _ => End::Close(ErrorCode::BadRequest, e.to_string()),
     }
 }
 
@@ -510,29 +510,4 @@ async fn goodbye(sock: &mut Socket, code: ErrorCode, reason: &str) {
         Ok::<(), io::Error>(())
     })
     .await;
-}
-
-/// At most `max` bytes of `s`, cut at a character boundary (close reasons are limited to 123).
-pub(crate) fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::truncate;
-
-    #[test]
-    fn close_reasons_are_cut_at_a_char_boundary() {
-        assert_eq!(truncate("abc", 123), "abc");
-        let s = "é".repeat(100);
-        let t = truncate(&s, 123);
-        assert_eq!(t.len(), 122);
-    }
 }

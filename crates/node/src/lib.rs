@@ -13,7 +13,10 @@
 //!   once, into each connection's bounded outbound queue.
 //! - [`outbox`]: a connection's bounded outbound queue of encoded frames plus its close signal.
 //! - `gateway`: the `/signal` WebSocket endpoint, one task per connection driving a session.
-//! - `ws`: the sans-IO WebSocket framing (RFC 6455) the gateway runs over hyper's upgraded stream.
+//! - `ws`: the upgrade request's checks; the sans-IO WebSocket framing (RFC 6455) the gateway runs
+//!   over hyper's upgraded stream is the shared crate `signal-mesh-ws`.
+//! - `listener`: the accept loop (pending-connection bound before `accept`, per-IP limit, header
+//!   timeout, rate-limited accept errors, bounded shutdown); `tls`: built-in TLS, SIGHUP reload.
 //! - `http`: `/health` (and later `/metrics`, `/status`).
 //! - `main.rs`: the binary: parse flags, set up logging, bind, print the listening line, run
 //!   until SIGINT/SIGTERM.

@@ -6,14 +6,15 @@
 //!
 //! Cases: `SIGNAL_MESH_WS_DIFF_CASES` (default 3,000, a few seconds in CI); `scripts/fuzz-ws.sh`
 //! runs millions in release mode.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{self, Read, Write};
 
 use bytes::BytesMut;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocket, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tungstenite::protocol::{Role as TRole, WebSocket, WebSocketConfig};
+use tungstenite::{Error as WsError, Message};
 
-use super::{Decoder, Event, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, unmask};
+use super::{Decoder, Event, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, Role, unmask};
 
 /// What either implementation made of the stream, normalized.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,7 +59,7 @@ impl Write for Input {
 fn theirs(bytes: &[u8]) -> Vec<Seen> {
     let config = WebSocketConfig::default().max_message_size(Some(1 << 24)).max_frame_size(Some(1 << 24));
     let mut ws =
-        WebSocket::from_raw_socket(Input { data: bytes.to_vec(), at: 0 }, Role::Server, Some(config));
+        WebSocket::from_raw_socket(Input { data: bytes.to_vec(), at: 0 }, TRole::Server, Some(config));
     let mut seen = Vec::new();
     loop {
         match ws.read() {
@@ -88,7 +89,7 @@ fn theirs(bytes: &[u8]) -> Vec<Seen> {
 }
 
 fn ours(bytes: &[u8], rng: &mut Rng) -> Vec<Seen> {
-    let mut d = Decoder::new(1 << 24, 1 << 24);
+    let mut d = Decoder::new(Role::Server, 1 << 24, 1 << 24);
     let mut buf = BytesMut::new();
     let mut rest = bytes;
     let mut seen = Vec::new();
