@@ -3,6 +3,7 @@
 pub mod capacity;
 pub mod churn;
 pub mod relay;
+pub mod soak;
 
 use std::cell::RefCell;
 use std::future::Future;
