@@ -194,7 +194,9 @@ pub(crate) async fn serve(
     };
 
     tokio::pin!(shutdown);
-    loop {
+    // Finished connection tasks are reaped while waiting (a finished task's memory stays in the
+    // set until joined: one per upgraded client if the loop only reaped between accepts).
+    'serving: loop {
         let permit = tokio::select! {
             biased;
             _ = &mut shutdown => break,
@@ -202,10 +204,13 @@ pub(crate) async fn serve(
             permit = pending.clone().acquire_owned() => permit,
         };
         let Ok(permit) = permit else { break };
-        let accepted = tokio::select! {
-            biased;
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => accepted,
+        let accepted = loop {
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break 'serving,
+                Some(_) = tasks.join_next() => {}
+                accepted = listener.accept() => break accepted,
+            }
         };
         if accept(permit, accepted, &mut tasks, &mut errors) {
             tokio::time::sleep(FD_BACKOFF).await;
