@@ -32,8 +32,9 @@ pub struct Opts {
     /// Seconds between samples of the node's RSS and descriptors.
     #[arg(long, default_value_t = 10)]
     pub sample_secs: u64,
-    /// Seconds excluded from the flatness check at the start.
-    #[arg(long, default_value_t = 120)]
+    /// Seconds excluded from the flatness check at the start (at least two mean session lengths,
+    /// clients / reconnects_per_sec, so that the reconnect churn has reached its steady state).
+    #[arg(long, default_value_t = 600)]
     pub warmup_secs: u64,
     /// Topics (client i joins topic i mod topics).
     #[arg(long, default_value_t = 100)]
@@ -55,7 +56,7 @@ impl Default for Opts {
             clients: 5000,
             duration_secs: 1800,
             sample_secs: 10,
-            warmup_secs: 120,
+            warmup_secs: 600,
             topics: 100,
             action_secs: 5,
             reconnects_per_sec: 20,
@@ -247,8 +248,12 @@ pub fn run(g: &Global, o: &Opts) -> Result<Report, BenchError> {
         }
         let mut series = Vec::new();
         let mut tick = tokio::time::interval(Duration::from_secs(o2.sample_secs.max(1)));
-        while Instant::now() < stop {
+        loop {
             tick.tick().await;
+            // Samples end with the run: its last instants are every client closing at once.
+            if Instant::now() >= stop {
+                break;
+            }
             let node = t2.sample().ok().flatten();
             let s = stats.borrow();
             series.push(Sample {
