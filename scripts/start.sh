@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The main job: build everything and run local signal node(s) serving the demo chat.
+# The main job: build everything and run a local mesh of signal nodes serving the demo chat.
 #
-#   ./scripts/start.sh                 # one node: open http://127.0.0.1:4000 in two tabs
-#   NODES=3 ./scripts/start.sh         # nodes on ports 4000, 4001, 4002
+#   ./scripts/start.sh                 # a 3-node mesh on ports 4000, 4001, 4002: open two of them
+#   NODES=1 ./scripts/start.sh         # a lone node on port 4000
 #   PORT=5000 ./scripts/start.sh       # first port (default 4000)
 #   HOST=0.0.0.0 ./scripts/start.sh    # listen address (default 127.0.0.1)
 #   SKIP_BUILD=1 ./scripts/start.sh    # reuse the last build (target/release, pkg/)
@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 
-NODES=${NODES:-1}
+NODES=${NODES:-3}
 PORT=${PORT:-4000}
 HOST=${HOST:-127.0.0.1}
 SKIP_BUILD=${SKIP_BUILD:-0}
@@ -87,15 +87,25 @@ EOF
 
 # --- nodes ---------------------------------------------------------------------------------------
 mkdir -p "$run_dir"
-help=$("$bin" --help 2>&1 || true)
-has_flag() { grep -q -- "$1" <<<"$help"; }
+# The mesh: node 0 listens for other nodes on a fixed port (PORT + 100, TCP and QUIC); the
+# others bootstrap from it. Its node id comes from its key file, before anything starts.
+p2p_port=$((PORT + 100))
+open_host=$HOST
+[ "$open_host" = 0.0.0.0 ] && open_host=127.0.0.1
+node0_id=$("$bin" id --key-file "$run_dir/node0.key" | awk '{ print $NF }')
+[ -n "$node0_id" ] || die "cannot read the node id of $run_dir/node0.key"
+bootstrap="/ip4/$open_host/tcp/$p2p_port/p2p/$node0_id"
 
-# Flags for node number $1 (0-based). The place where later multi-node mesh wiring goes
-# (e.g. bootstrap addresses of node 0 for the others).
+# Flags for node number $1 (0-based).
 node_args() {
   local i=$1 port=$((PORT + $1))
-  local args=(--listen "$HOST:$port" --static-dir "$site")
-  if has_flag --key-file; then args+=(--key-file "$run_dir/node$i.key"); fi
+  local args=(--listen "$HOST:$port" --static-dir "$site" --key-file "$run_dir/node$i.key")
+  args+=(--public-url "ws://$open_host:$port/signal")
+  if [ "$i" -eq 0 ]; then
+    args+=(--p2p-listen "/ip4/$HOST/tcp/$p2p_port" --p2p-listen "/ip4/$HOST/udp/$p2p_port/quic-v1")
+  else
+    args+=(--bootstrap "$bootstrap")
+  fi
   # shellcheck disable=SC2206 # word splitting of NODE_ARGS is intended
   args+=($NODE_ARGS)
   printf '%s\n' "${args[@]}"
@@ -119,7 +129,7 @@ step "starting $NODES node(s)"
 for ((i = 0; i < NODES; i++)); do
   log=$run_dir/node$i.log
   mapfile -t args < <(node_args "$i")
-  RUST_LOG=${RUST_LOG:-info} "$bin" "${args[@]}" >"$log" 2>&1 &
+  "$bin" "${args[@]}" >"$log" 2>&1 &
   pids+=("$!")
   # Wait (bounded) for the node's "listening" line.
   for ((t = 0; t < 300; t++)); do
@@ -134,14 +144,13 @@ for ((i = 0; i < NODES; i++)); do
   echo "node $i: $(grep -m1 '^signal-mesh-node listening on ' "$log")   (log: ${log#"$repo/"})"
 done
 
-open_host=$HOST
-[ "$open_host" = 0.0.0.0 ] && open_host=127.0.0.1
 echo
-echo "  Demo chat:  http://$open_host:$PORT/"
-echo "  Open it in two browser tabs (add #room-name to pick a room)."
-if [ "$NODES" -gt 1 ]; then
-  echo "  Other nodes: $(for ((i = 1; i < NODES; i++)); do printf 'http://%s:%d/ ' "$open_host" $((PORT + i)); done)"
-fi
+echo "  Demo chat, one URL per node of the mesh:"
+for ((i = 0; i < NODES; i++)); do echo "    http://$open_host:$((PORT + i))/"; done
+echo "  Open two of them (on different nodes) in two tabs: they find each other through the mesh"
+echo "  and chat over a direct data channel (add #room-name to pick a room)."
+echo "  Mesh bootstrap address: $bootstrap"
+
 echo "  Ctrl-C stops everything."
 echo
 

@@ -6,8 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use libp2p::{Multiaddr, PeerId as NodeKey};
 use signal_mesh_proto::Limits;
 
+use crate::mesh::MeshConfig;
 use crate::session::SessionConfig;
 
 /// Default `--listen` address.
@@ -105,6 +107,55 @@ pub struct Config {
     #[arg(long, env = "SIGNAL_MESH_WS_WRITE_BUFFER_BYTES", default_value_t = Config::DEFAULT_WS_WRITE_BUFFER_BYTES)]
     pub ws_write_buffer_bytes: u32,
 
+    // --- mesh -----------------------------------------------------------------------------------
+    /// Mesh network name: nodes of different networks (or incompatible mesh versions) never mix.
+    /// Letters, digits, '.', '_' and '-', at most 64.
+    #[arg(long, env = "SIGNAL_MESH_NETWORK", default_value = Config::DEFAULT_NETWORK, value_parser = parse_network)]
+    pub network: String,
+
+    /// libp2p listen multiaddr for the mesh (repeatable). Default: TCP and QUIC on an
+    /// OS-chosen port on --listen's host.
+    #[arg(long = "p2p-listen", env = "SIGNAL_MESH_P2P_LISTEN", value_delimiter = ',')]
+    pub p2p_listen: Vec<Multiaddr>,
+
+    /// Multiaddr of a node to join the mesh through (repeatable), e.g.
+    /// /ip4/10.0.0.1/tcp/4100/p2p/12D3KooW..., /dns4/n1.example.org/tcp/4100 or
+    /// /dnsaddr/mesh.example.org. Without any, this node is the first of a mesh.
+    #[arg(long, env = "SIGNAL_MESH_BOOTSTRAP", value_delimiter = ',')]
+    pub bootstrap: Vec<Multiaddr>,
+
+    /// Node id allowed in the mesh (repeatable): with any, the mesh is private and every other
+    /// node is refused at the connection level.
+    #[arg(long = "allow-node", env = "SIGNAL_MESH_ALLOW_NODES", value_delimiter = ',')]
+    pub allow_nodes: Vec<NodeKey>,
+
+    /// Discover other nodes on the local network with mDNS.
+    #[arg(long, env = "SIGNAL_MESH_MDNS")]
+    pub mdns: bool,
+
+    /// A node not heard from for this many milliseconds is dropped with its peers (members of
+    /// their topics get PeerLeft). Sooner when its connection closed (3 heartbeats).
+    #[arg(long, env = "SIGNAL_MESH_PRESENCE_TTL_MS", default_value_t = Config::DEFAULT_PRESENCE_TTL_MS)]
+    pub presence_ttl_ms: u32,
+
+    /// How often this node tells the mesh it is alive (and its status), in milliseconds.
+    #[arg(long, env = "SIGNAL_MESH_HEARTBEAT_MS", default_value_t = Config::DEFAULT_HEARTBEAT_MS)]
+    pub heartbeat_ms: u32,
+
+    /// Milliseconds a signal for a peer on another node may take to be confirmed by that node
+    /// before the sender gets PEER_UNREACHABLE.
+    #[arg(long, env = "SIGNAL_MESH_FORWARD_TIMEOUT_MS", default_value_t = Config::DEFAULT_FORWARD_TIMEOUT_MS)]
+    pub forward_timeout_ms: u32,
+
+    /// The edge URL clients should use for this node (e.g. wss://n1.example.org/signal); other
+    /// nodes hand it to their clients for failover.
+    #[arg(long, env = "SIGNAL_MESH_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Most peers accepted from one other node's presence.
+    #[arg(long, env = "SIGNAL_MESH_MAX_PEERS_PER_NODE", default_value_t = Config::DEFAULT_MAX_PEERS_PER_NODE)]
+    pub max_peers_per_node: u32,
+
     // Connection-level limits, shutdown and TLS (issue 9). Kept together at the end.
     /// Bytes queued for one client before it counts as a slow consumer (SLOW_CONSUMER). Signals
     /// from other peers may fill half of it, each sender an eighth (more: PEER_BUSY to the sender).
@@ -140,6 +191,14 @@ pub struct Config {
     pub tls_key: Option<PathBuf>,
 }
 
+/// Checks a `--network` name.
+fn parse_network(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok { Ok(s.to_owned()) } else { Err("letters, digits, '.', '_' and '-', 1 to 64 of them".into()) }
+}
+
 impl Config {
     /// Default [`Config::outbound_queue_frames`]: room for the responses to a full request burst
     /// plus events. Queue memory is allocated as frames arrive, not up front.
@@ -160,6 +219,57 @@ impl Config {
     pub const DEFAULT_MAX_CONNECTIONS_PER_IP: u32 = 256;
     /// Default [`Config::shutdown_grace_ms`].
     pub const DEFAULT_SHUTDOWN_GRACE_MS: u32 = 5000;
+    /// Default [`Config::network`].
+    pub const DEFAULT_NETWORK: &'static str = "default";
+    /// Default [`Config::presence_ttl_ms`].
+    pub const DEFAULT_PRESENCE_TTL_MS: u32 = 10_000;
+    /// Default [`Config::heartbeat_ms`].
+    pub const DEFAULT_HEARTBEAT_MS: u32 = 1_000;
+    /// Default [`Config::forward_timeout_ms`].
+    pub const DEFAULT_FORWARD_TIMEOUT_MS: u32 = 2_000;
+    /// Default [`Config::max_peers_per_node`].
+    pub const DEFAULT_MAX_PEERS_PER_NODE: u32 = 250_000;
+
+    /// The mesh settings. Without `--p2p-listen`, TCP and QUIC on port 0 of `--listen`'s host.
+    pub fn mesh(&self) -> MeshConfig {
+        let listen = if self.p2p_listen.is_empty() {
+            let ip = match self.listen.ip() {
+                std::net::IpAddr::V4(ip) => format!("/ip4/{ip}"),
+                std::net::IpAddr::V6(ip) => format!("/ip6/{ip}"),
+            };
+            [format!("{ip}/tcp/0"), format!("{ip}/udp/0/quic-v1")]
+                .iter()
+                .filter_map(|a| a.parse().ok())
+                .collect()
+        } else {
+            self.p2p_listen.clone()
+        };
+        let heartbeat = Duration::from_millis(u64::from(self.heartbeat_ms.max(50)));
+        MeshConfig {
+            network: self.network.clone(),
+            listen,
+            bootstrap: self.bootstrap.clone(),
+            allow_nodes: self.allow_nodes.clone(),
+            mdns: self.mdns,
+            presence_ttl: Duration::from_millis(u64::from(self.presence_ttl_ms)).max(heartbeat * 2),
+            heartbeat,
+            forward_timeout: Duration::from_millis(u64::from(self.forward_timeout_ms.max(1))),
+            public_url: self.public_url.clone(),
+            max_peers_per_origin: self.max_peers_per_node as usize,
+        }
+    }
+
+    /// Joins the mesh through `addr` (builder style).
+    pub fn with_bootstrap(mut self, addr: Multiaddr) -> Config {
+        self.bootstrap.push(addr);
+        self
+    }
+
+    /// Sets the network name (builder style).
+    pub fn with_network(mut self, network: &str) -> Config {
+        self.network = network.to_owned();
+        self
+    }
 
     /// The limits announced to clients.
     pub fn limits(&self) -> Limits {
@@ -224,6 +334,16 @@ impl Default for Config {
             max_consecutive_errors: SessionConfig::DEFAULT_MAX_CONSECUTIVE_ERRORS,
             ws_read_buffer_bytes: Config::DEFAULT_WS_READ_BUFFER_BYTES,
             ws_write_buffer_bytes: Config::DEFAULT_WS_WRITE_BUFFER_BYTES,
+            network: Config::DEFAULT_NETWORK.to_owned(),
+            p2p_listen: Vec::new(),
+            bootstrap: Vec::new(),
+            allow_nodes: Vec::new(),
+            mdns: false,
+            presence_ttl_ms: Config::DEFAULT_PRESENCE_TTL_MS,
+            heartbeat_ms: Config::DEFAULT_HEARTBEAT_MS,
+            forward_timeout_ms: Config::DEFAULT_FORWARD_TIMEOUT_MS,
+            public_url: None,
+            max_peers_per_node: Config::DEFAULT_MAX_PEERS_PER_NODE,
             outbound_queue_bytes: Config::DEFAULT_OUTBOUND_QUEUE_BYTES,
             header_timeout_ms: Config::DEFAULT_HEADER_TIMEOUT_MS,
             max_pending_connections: Config::DEFAULT_MAX_PENDING_CONNECTIONS,
@@ -261,5 +381,34 @@ mod tests {
         assert_eq!(c.listen.port(), 0);
         assert_eq!(c.max_lookup_page, 5);
         assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn mesh_flags_parse_and_bad_networks_are_refused() {
+        let node = NodeKey::random();
+        let boot = format!("/ip4/127.0.0.1/tcp/4100/p2p/{node}");
+        let c = Config::try_parse_from([
+            "x",
+            "--network",
+            "devnet-3",
+            "--bootstrap",
+            &boot,
+            "--bootstrap",
+            "/dnsaddr/mesh.example.org",
+            "--allow-node",
+            &node.to_string(),
+            "--p2p-listen",
+            "/ip4/0.0.0.0/tcp/4100",
+        ])
+        .unwrap();
+        assert_eq!(c.network, "devnet-3");
+        assert_eq!(c.bootstrap.len(), 2);
+        assert_eq!(c.allow_nodes, vec![node]);
+        assert_eq!(c.mesh().listen.len(), 1);
+        assert_eq!(Config::default().mesh().listen.len(), 2, "TCP and QUIC by default");
+        for bad in ["", "a/b", "x y", &"n".repeat(65)] {
+            assert!(Config::try_parse_from(["x", "--network", bad]).is_err(), "{bad:?} accepted");
+        }
+        assert!(Config::try_parse_from(["x", "--bootstrap", "not-a-multiaddr"]).is_err());
     }
 }

@@ -13,6 +13,17 @@
 //!
 //! Tables: peer -> [`PeerEntry`] (queue, close signal, joined topics) and topic -> announced peers
 //! (a `BTreeSet`, so lookup pages come in peer id order in O(log n + page)) and all members.
+//!
+//! # The mesh
+//! The directory is also the one owner of what other nodes announced (the presence
+//! [`Replica`]), so `Lookup` and `PeerJoined`/`PeerLeft` cover the whole mesh and a lookup never
+//! sees half an update. A topic's announced set is the union of local announcements and those
+//! of other nodes (a per-peer count of the origins announcing it), so a peer held by two nodes
+//! for a moment (it moved) is listed once and its members see no leave/join for the move.
+//! Local changes are numbered in the [`LocalLog`] and handed to the mesh task as
+//! [`Outbound`] messages after each batch of commands; remote presence arrives as
+//! [`Command::Presence`]. A signal for a peer on another node is handed to the [`Forwarder`]
+//! without waiting; the result comes back to the sender through the link task.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -25,8 +36,14 @@ use signal_mesh_proto::{
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::mesh::links::{Forward, Forwarder, NoMesh, RemoteReply, ReplyTo};
+use crate::mesh::presence::{Change, Effects, LocalLog, OriginView, Replica, ReplicaConfig};
+use crate::mesh::wire::{Delta, DeltaBatch, NodeStatus, PeerRecord, Snapshot};
 use crate::outbox::{OutboxSender, PushError};
 use crate::session::Op;
+use libp2p::PeerId as NodeKey;
+use signal_mesh_proto::Welcome;
+use std::time::Instant;
 
 /// Identifies one connection (peer ids repeat across reconnects; connection ids do not).
 pub type ConnId = u64;
@@ -57,12 +74,84 @@ struct PeerEntry {
     queue: OutboxSender,
     /// Joined topics and whether the peer announces itself in each.
     topics: HashMap<TopicId, bool>,
+    /// When its session started (Unix ms), the tie-breaker when a peer moves between nodes.
+    since_ms: u64,
 }
 
 #[derive(Debug, Default)]
 struct Topic {
+    /// Announced anywhere in the mesh: the union of local and remote announcements.
     announced: BTreeSet<PeerId>,
+    /// Local members (announced or silent): they get the topic's events.
     members: HashSet<PeerId>,
+    /// Remote announcements: peer -> how many other nodes announce it here.
+    remote: HashMap<PeerId, u16>,
+}
+
+impl Topic {
+    fn is_empty(&self) -> bool {
+        self.members.is_empty() && self.announced.is_empty()
+    }
+}
+
+/// What the directory hands to the mesh task (after each batch of commands).
+#[derive(Debug)]
+pub enum Outbound {
+    /// Local presence changes to gossip.
+    Deltas(DeltaBatch),
+    /// Fetch this origin's snapshot.
+    Fetch(NodeKey),
+    /// The local state for the heartbeat (answer to [`Command::Tick`]).
+    Report(Report),
+}
+
+/// The directory's part of this node's heartbeat status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// The last local presence sequence number.
+    pub seq: u64,
+    /// Counts.
+    pub stats: Stats,
+    /// Counters since start.
+    pub counters: Counters,
+    /// Whether every known origin is synced.
+    pub synced: bool,
+    /// Origins known.
+    pub origins: usize,
+}
+
+/// Counters since start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Requests served.
+    pub requests: u64,
+    /// Requests answered with an error.
+    pub errors: u64,
+    /// Signals delivered between two local peers.
+    pub signals_local: u64,
+    /// Signals handed to another node.
+    pub signals_forwarded: u64,
+    /// Signals from other nodes delivered to a local peer.
+    pub signals_received: u64,
+    /// Remote presence records dropped as invalid or over a limit.
+    pub presence_rejected: u64,
+}
+
+/// Remote presence input, parsed by the mesh task.
+#[derive(Debug)]
+pub enum PresenceInput {
+    /// A batch of an origin's deltas.
+    Deltas { origin: NodeKey, incarnation: u64, batch: DeltaBatch },
+    /// An origin's heartbeat.
+    Heartbeat { origin: NodeKey, incarnation: u64, seq: u64, status: NodeStatus },
+    /// An origin's graceful shutdown.
+    Farewell { origin: NodeKey, incarnation: u64 },
+    /// The snapshot of an origin.
+    Snapshot { origin: NodeKey, snapshot: Snapshot },
+    /// Fetching an origin's snapshot failed.
+    SnapshotFailed { origin: NodeKey },
+    /// The last connection to a node closed.
+    LinkDown { node: NodeKey },
 }
 
 /// Counts for status pages and tests.
@@ -83,17 +172,93 @@ pub struct Directory {
     /// Peers to evict once the current command is done (their queue overflowed). A peer may be
     /// listed twice; the second removal finds nothing.
     evictions: Vec<PeerId>,
+    /// This node's presence changes, numbered for gossip.
+    log: LocalLog,
+    /// Other nodes' presence.
+    replica: Replica,
+    /// How signals reach other nodes.
+    forwarder: Box<dyn Forwarder>,
+    /// For the mesh task, drained by [`Directory::take_outbound`].
+    outbound: Vec<Outbound>,
+    counters: Counters,
 }
 
 impl Directory {
     /// An empty directory enforcing `max_topics_per_peer`.
     pub fn new(max_topics_per_peer: u32) -> Directory {
+        let mut d = Directory::with_mesh(max_topics_per_peer, 0, ReplicaConfig::default(), Box::new(NoMesh));
+        d.log = LocalLog::disabled();
+        d
+    }
+
+    /// A directory of a mesh node: `incarnation` numbers its presence log (its start time in
+    /// Unix ms), `replica` bounds what other nodes may announce, `forwarder` reaches them.
+    pub fn with_mesh(
+        max_topics_per_peer: u32,
+        incarnation: u64,
+        replica: ReplicaConfig,
+        forwarder: Box<dyn Forwarder>,
+    ) -> Directory {
         Directory {
             peers: HashMap::new(),
             topics: HashMap::new(),
             max_topics_per_peer: max_topics_per_peer as usize,
             evictions: Vec::new(),
+            log: LocalLog::new(incarnation),
+            replica: Replica::new(replica),
+            forwarder,
+            outbound: Vec::new(),
+            counters: Counters::default(),
         }
+    }
+
+    /// What the mesh task must do since the last call: presence deltas first.
+    pub fn take_outbound(&mut self) -> Vec<Outbound> {
+        let mut out: Vec<Outbound> = self.log.take_batches().into_iter().map(Outbound::Deltas).collect();
+        out.append(&mut self.outbound);
+        out
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// This node's presence as of now, for a snapshot request.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            incarnation: self.log.incarnation(),
+            seq: self.log.seq(),
+            peers: self
+                .peers
+                .iter()
+                .map(|(peer, e)| PeerRecord {
+                    peer: *peer,
+                    since_ms: e.since_ms,
+                    topics: e.topics.iter().filter(|(_, a)| **a).map(|(t, _)| *t).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Every other node known, for status pages.
+    pub fn origins(&self, now: Instant) -> Vec<OriginView> {
+        self.replica.views(now)
+    }
+
+    /// The edge URLs of the other live nodes (for `Welcome.node_urls`).
+    pub fn node_urls(&self) -> Vec<String> {
+        let mut urls: Vec<String> = self
+            .replica
+            .views(Instant::now())
+            .into_iter()
+            .filter_map(|v| v.status.map(|s| s.public_url))
+            .filter(|u| !u.is_empty() && u.len() <= signal_mesh_proto::message::MAX_NODE_URL_BYTES)
+            .collect();
+        urls.sort();
+        urls.dedup();
+        urls.truncate(signal_mesh_proto::message::MAX_NODE_URLS);
+        urls
     }
 
     /// Counts.
@@ -106,9 +271,15 @@ impl Directory {
     /// over its topic memberships, so other members see no `PeerLeft`/`PeerJoined` for the swap.
     /// Returns whether an older connection was replaced.
     pub fn register(&mut self, peer: PeerId, outlet: Outlet, welcome: Bytes) -> bool {
+        self.register_since(peer, outlet, welcome, 0)
+    }
+
+    /// [`Directory::register`] of a session that started at `since_ms` (Unix ms).
+    pub fn register_since(&mut self, peer: PeerId, outlet: Outlet, welcome: Bytes, since_ms: u64) -> bool {
         // A fresh queue has room for the welcome; a failure means the connection is already gone.
         let _ = outlet.queue.try_send(welcome);
-        let mut entry = PeerEntry { conn: outlet.conn, queue: outlet.queue, topics: HashMap::new() };
+        let mut entry =
+            PeerEntry { conn: outlet.conn, queue: outlet.queue, topics: HashMap::new(), since_ms };
         let replaced = match self.peers.entry(peer) {
             Entry::Occupied(mut o) => {
                 let old = o.get_mut();
@@ -125,6 +296,9 @@ impl Directory {
                 false
             }
         };
+        if !replaced {
+            self.log.push(Delta::Up { peer, since_ms });
+        }
         self.run_evictions();
         replaced
     }
@@ -144,12 +318,23 @@ impl Directory {
             // A replaced connection's late request: it is being closed, nobody to answer.
             return;
         }
+        self.counters.requests += 1;
         let body = match op {
             Op::Join { topic, announce } => self.join(peer, topic, announce),
             Op::Leave { topic } => self.leave(peer, topic),
             Op::Lookup { topic, limit, cursor } => self.lookup(topic, limit.get(), cursor),
-            Op::Signal { to, payload } => self.signal(peer, to, payload),
+            Op::Signal { to, payload } => match self.signal(peer, to, payload, id) {
+                Some(body) => body,
+                // Forwarded: the link task answers.
+                None => {
+                    self.run_evictions();
+                    return;
+                }
+            },
         };
+        if matches!(body, ResponseBody::Error { .. }) {
+            self.counters.errors += 1;
+        }
         let frame = encode_server(ServerMessage::Response { id, body });
         self.deliver(peer, frame);
         self.run_evictions();
@@ -173,12 +358,17 @@ impl Directory {
         match (was, announce) {
             (Some(true), true) | (Some(false) | None, false) => {}
             (Some(false) | None, true) => {
-                t.announced.insert(peer);
-                self.broadcast(topic, peer, Event::PeerJoined { topic, peer });
+                self.log.push(Delta::Announce { peer, topic });
+                if t.announced.insert(peer) {
+                    self.broadcast(topic, peer, Event::PeerJoined { topic, peer });
+                }
             }
             (Some(true), false) => {
-                t.announced.remove(&peer);
-                self.broadcast(topic, peer, Event::PeerLeft { topic, peer });
+                self.log.push(Delta::Withdraw { peer, topic });
+                if !t.remote.contains_key(&peer) {
+                    t.announced.remove(&peer);
+                    self.broadcast(topic, peer, Event::PeerLeft { topic, peer });
+                }
             }
         }
         ResponseBody::Ok
@@ -200,15 +390,119 @@ impl Directory {
 
     /// Removes `peer` from `topic`'s tables (its own entry is already updated).
     fn leave_topic(&mut self, peer: PeerId, topic: TopicId, announced: bool) {
+        if announced {
+            self.log.push(Delta::Withdraw { peer, topic });
+        }
         if let Some(t) = self.topics.get_mut(&topic) {
             t.members.remove(&peer);
-            t.announced.remove(&peer);
-            if t.members.is_empty() {
+            // Still announced by another node (the peer moved): no leave.
+            let gone = announced && !t.remote.contains_key(&peer);
+            if gone {
+                t.announced.remove(&peer);
+            }
+            if t.is_empty() {
                 self.topics.remove(&topic);
-            } else if announced {
+            } else if gone {
                 self.broadcast(topic, peer, Event::PeerLeft { topic, peer });
             }
         }
+    }
+
+    /// Folds one remote announcement change into the topic tables.
+    fn apply_change(&mut self, change: Change) {
+        match change {
+            Change::Announced { topic, peer, .. } => {
+                let t = self.topics.entry(topic).or_default();
+                *t.remote.entry(peer).or_default() += 1;
+                if t.announced.insert(peer) {
+                    self.broadcast(topic, peer, Event::PeerJoined { topic, peer });
+                }
+            }
+            Change::Withdrawn { topic, peer, .. } => {
+                let locally = self.peers.get(&peer).and_then(|e| e.topics.get(&topic)).copied() == Some(true);
+                let Some(t) = self.topics.get_mut(&topic) else { return };
+                let Some(count) = t.remote.get_mut(&peer) else { return };
+                *count -= 1;
+                if *count > 0 {
+                    return;
+                }
+                t.remote.remove(&peer);
+                if locally {
+                    return;
+                }
+                t.announced.remove(&peer);
+                if t.is_empty() {
+                    self.topics.remove(&topic);
+                } else {
+                    self.broadcast(topic, peer, Event::PeerLeft { topic, peer });
+                }
+            }
+        }
+    }
+
+    /// Applies what the replica decided.
+    fn apply_effects(&mut self, fx: Effects) {
+        self.counters.presence_rejected += fx.rejected;
+        for change in fx.changes {
+            self.apply_change(change);
+        }
+        self.outbound.extend(fx.fetch.into_iter().map(Outbound::Fetch));
+        self.run_evictions();
+    }
+
+    /// Remote presence input at `now`.
+    pub fn presence(&mut self, input: PresenceInput, now: Instant) {
+        let mut fx = Effects::default();
+        match input {
+            PresenceInput::Deltas { origin, incarnation, batch } => {
+                self.replica.on_deltas(origin, incarnation, batch, now, &mut fx)
+            }
+            PresenceInput::Heartbeat { origin, incarnation, seq, status } => {
+                self.replica.on_heartbeat(origin, incarnation, seq, status, now, &mut fx)
+            }
+            PresenceInput::Farewell { origin, incarnation } => {
+                self.replica.on_farewell(origin, incarnation, now, &mut fx)
+            }
+            PresenceInput::Snapshot { origin, snapshot } => {
+                self.replica.on_snapshot(origin, snapshot, now, &mut fx)
+            }
+            PresenceInput::SnapshotFailed { origin } => self.replica.on_snapshot_failed(origin),
+            PresenceInput::LinkDown { node } => self.replica.on_link_down(node, now),
+        }
+        self.apply_effects(fx);
+    }
+
+    /// Expires silent origins; returns the state for the heartbeat.
+    pub fn tick(&mut self, now: Instant) -> Report {
+        let mut fx = Effects::default();
+        self.replica.expire(now, &mut fx);
+        self.apply_effects(fx);
+        Report {
+            seq: self.log.seq(),
+            stats: self.stats(),
+            counters: self.counters,
+            synced: self.replica.synced(),
+            origins: self.replica.origins().count(),
+        }
+    }
+
+    /// A signal forwarded by another node for a local peer.
+    pub fn remote_signal(&mut self, from: PeerId, to: PeerId, payload: Bytes, reply: RemoteReply) {
+        // Never forwarded again: a peer that is not here is not found (no loops).
+        let result = if self.peers.contains_key(&to) {
+            let frame = encode_server(ServerMessage::Event(Event::Signal { from, payload }));
+            match self.deliver_signal(from, to, frame) {
+                Ok(()) => {
+                    self.counters.signals_received += 1;
+                    None
+                }
+                Err(code) => Some(code),
+            }
+        } else {
+            Some(ErrorCode::PeerNotFound)
+        };
+        reply.send(result);
+        self.run_evictions();
     }
 
     /// A page of `topic`'s announced peers after `cursor`, in ascending peer id order.
@@ -227,18 +521,44 @@ impl Directory {
         ResponseBody::Lookup { peers, next_cursor }
     }
 
-    fn signal(&mut self, from: PeerId, to: PeerId, payload: Bytes) -> ResponseBody {
-        if !self.peers.contains_key(&to) {
-            return not_found(to);
+    /// Delivers a signal to a local peer, or hands it to the node the peer is on (`None`: the
+    /// link task answers).
+    fn signal(&mut self, from: PeerId, to: PeerId, payload: Bytes, id: RequestId) -> Option<ResponseBody> {
+        if self.peers.contains_key(&to) {
+            let frame = encode_server(ServerMessage::Event(Event::Signal { from, payload }));
+            return Some(match self.deliver_signal(from, to, frame) {
+                Ok(()) => {
+                    self.counters.signals_local += 1;
+                    ResponseBody::Ok
+                }
+                Err(ErrorCode::PeerBusy) => busy(to),
+                Err(_) => not_found(to),
+            });
         }
-        let frame = encode_server(ServerMessage::Event(Event::Signal { from, payload }));
-        let Some(entry) = self.peers.get(&to) else { return not_found(to) };
-        // Signals count against the receiver's signal watermark and the sender's share of it:
-        // a sender can be refused (PEER_BUSY) but cannot get the receiver evicted.
+        let Some(node) = self.replica.route(&to) else { return Some(not_found(to)) };
+        let Some(queue) = self.peers.get(&from).map(|e| e.queue.replier()) else { return Some(internal()) };
+        let fwd = Forward { from, to, payload, reply: ReplyTo { queue, id } };
+        match self.forwarder.forward(node, fwd) {
+            Ok(()) => {
+                self.counters.signals_forwarded += 1;
+                None
+            }
+            Err(_) => Some(ResponseBody::Error {
+                code: ErrorCode::PeerUnreachable,
+                message: "the target peer's node cannot take more signals now".into(),
+            }),
+        }
+    }
+
+    /// Queues the signal event `frame` from `from` for `to`. Signals count against the receiver's
+    /// signal watermark and the sender's share of it (see `outbox`): a sender can be refused
+    /// (`PEER_BUSY`) but cannot get the receiver evicted.
+    fn deliver_signal(&mut self, from: PeerId, to: PeerId, frame: Bytes) -> Result<(), ErrorCode> {
+        let Some(entry) = self.peers.get(&to) else { return Err(ErrorCode::PeerNotFound) };
         match entry.queue.try_send_signal(frame, from) {
-            Ok(()) => ResponseBody::Ok,
-            Err(PushError::Busy | PushError::Full) => busy(to),
-            Err(PushError::Closed) => not_found(to),
+            Ok(()) => Ok(()),
+            Err(PushError::Busy | PushError::Full) => Err(ErrorCode::PeerBusy),
+            Err(PushError::Closed) => Err(ErrorCode::PeerNotFound),
         }
     }
 
@@ -277,6 +597,7 @@ impl Directory {
         for (topic, announced) in entry.topics.drain() {
             self.leave_topic(peer, topic, announced);
         }
+        self.log.push(Delta::Down { peer });
         Some(entry.queue)
     }
 
@@ -316,8 +637,10 @@ pub enum Command {
         peer: PeerId,
         /// How to reach its connection.
         outlet: Outlet,
-        /// The encoded `Welcome`, queued first.
-        welcome: Bytes,
+        /// The `Welcome`, queued first (the directory adds the other nodes' URLs).
+        welcome: Box<Welcome>,
+        /// When the session started (Unix ms).
+        since_ms: u64,
     },
     /// See [`Directory::unregister`].
     Unregister {
@@ -339,19 +662,53 @@ pub enum Command {
     },
     /// Reports [`Directory::stats`].
     Stats(oneshot::Sender<Stats>),
+    /// See [`Directory::remote_signal`].
+    RemoteSignal {
+        /// The sender (on another node).
+        from: PeerId,
+        /// The local target.
+        to: PeerId,
+        /// The payload.
+        payload: Bytes,
+        /// Where the result goes.
+        reply: RemoteReply,
+    },
+    /// See [`Directory::presence`].
+    Presence(Box<PresenceInput>, Instant),
+    /// See [`Directory::tick`]; the report goes out as [`Outbound::Report`].
+    Tick(Instant),
+    /// Reports [`Directory::snapshot`].
+    Snapshot(oneshot::Sender<Snapshot>),
+    /// Reports [`Directory::origins`].
+    Origins(Instant, oneshot::Sender<Vec<OriginView>>),
 }
 
 impl Directory {
     /// Applies one command.
     pub fn apply(&mut self, command: Command) {
         match command {
-            Command::Register { peer, outlet, welcome } => {
-                self.register(peer, outlet, welcome);
+            Command::Register { peer, outlet, mut welcome, since_ms } => {
+                welcome.node_urls = self.node_urls();
+                self.register_since(peer, outlet, encode_server(ServerMessage::Welcome(*welcome)), since_ms);
             }
             Command::Unregister { peer, conn } => self.unregister(peer, conn),
             Command::Request { peer, conn, id, op } => self.request(peer, conn, id, op),
             Command::Stats(reply) => {
                 let _ = reply.send(self.stats());
+            }
+            Command::RemoteSignal { from, to, payload, reply } => {
+                self.remote_signal(from, to, payload, reply)
+            }
+            Command::Presence(input, now) => self.presence(*input, now),
+            Command::Tick(now) => {
+                let report = self.tick(now);
+                self.outbound.push(Outbound::Report(report));
+            }
+            Command::Snapshot(reply) => {
+                let _ = reply.send(self.snapshot());
+            }
+            Command::Origins(now, reply) => {
+                let _ = reply.send(self.origins(now));
             }
         }
     }
@@ -393,6 +750,20 @@ impl DirectoryHandle {
         self.send(Command::Stats(tx)).await?;
         rx.await.map_err(|_| DirectoryClosed)
     }
+
+    /// This node's presence snapshot.
+    pub async fn snapshot(&self) -> Result<Snapshot, DirectoryClosed> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Snapshot(tx)).await?;
+        rx.await.map_err(|_| DirectoryClosed)
+    }
+
+    /// The other nodes known.
+    pub async fn origins(&self) -> Result<Vec<OriginView>, DirectoryClosed> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Origins(Instant::now(), tx)).await?;
+        rx.await.map_err(|_| DirectoryClosed)
+    }
 }
 
 /// How many commands the directory task takes from its inbox at once.
@@ -400,13 +771,30 @@ const BATCH: usize = 64;
 
 /// Moves `directory` into a new task with an inbox of `capacity` commands. The task ends when
 /// every handle is dropped.
-pub fn spawn(mut directory: Directory, capacity: usize) -> (DirectoryHandle, tokio::task::JoinHandle<()>) {
+pub fn spawn(directory: Directory, capacity: usize) -> (DirectoryHandle, tokio::task::JoinHandle<()>) {
+    spawn_with_mesh(directory, capacity, None)
+}
+
+/// [`spawn`], handing [`Outbound`] messages to the mesh task after each batch of commands.
+/// The directory never waits for the mesh: when `mesh` is full, deltas are dropped (receivers
+/// notice the gap and fetch a snapshot) and so are fetches and reports (repeated later).
+pub fn spawn_with_mesh(
+    mut directory: Directory,
+    capacity: usize,
+    mesh: Option<mpsc::Sender<Outbound>>,
+) -> (DirectoryHandle, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel(capacity.max(1));
     let task = tokio::spawn(async move {
         let mut batch = Vec::with_capacity(BATCH);
         while rx.recv_many(&mut batch, BATCH).await > 0 {
             for command in batch.drain(..) {
                 directory.apply(command);
+            }
+            let outbound = directory.take_outbound();
+            if let Some(mesh) = &mesh {
+                for message in outbound {
+                    let _ = mesh.try_send(message);
+                }
             }
         }
     });

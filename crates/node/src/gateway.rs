@@ -39,6 +39,8 @@ use crate::directory::{Command, ConnId, DirectoryHandle, Outlet};
 use crate::listener::ConnTicket;
 use crate::outbox::{Bounds, OutboxReceiver, Received, outbox_with};
 use crate::session::{Action, Session, SessionConfig};
+/// Cuts a string at a character boundary (the mesh's status strings use it too).
+pub(crate) use crate::ws::truncate;
 use crate::ws::{self, Decoder, Event, FrameError};
 use tokio::sync::mpsc::error::TrySendError;
 
@@ -452,10 +454,20 @@ fn act(shared: &Shared, conn: ConnId, session: &Session, link: &mut Option<Link>
         }
         Action::Authenticated(peer) => {
             let (queue_tx, queue_rx) = outbox_with(shared.queue);
-            let welcome = encode_server(session.welcome(peer));
+            let ServerMessage::Welcome(welcome) = session.welcome(peer) else {
+                return Step::End(None, End::Close(ErrorCode::Internal, "no welcome".into()));
+            };
             *link = Some(Link { peer, queue: queue_rx });
             debug!(conn, ?peer, "peer authenticated");
-            Command::Register { peer, outlet: Outlet { conn, queue: queue_tx }, welcome }
+            let since_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            Command::Register {
+                peer,
+                outlet: Outlet { conn, queue: queue_tx },
+                welcome: Box::new(welcome),
+                since_ms,
+            }
         }
         Action::Request { id, op } => {
             let Some(peer) = link.as_ref().map(|l| l.peer) else { return Step::None };

@@ -64,12 +64,28 @@ pub fn load_or_create(path: &Path) -> Result<Identity, IdentityError> {
     }
 }
 
-/// The node id announced in challenges: the identity's public key.
+/// The same Ed25519 key as a libp2p identity: the node's identity in the mesh.
+pub fn keypair(identity: &Identity) -> libp2p::identity::Keypair {
+    let mut seed = identity.seed();
+    match libp2p::identity::Keypair::ed25519_from_bytes(&mut seed) {
+        Ok(k) => k,
+        // Invariant: any 32 bytes are an Ed25519 secret key.
+        Err(_) => unreachable!("a 32-byte seed is a valid Ed25519 secret key"),
+    }
+}
+
+/// The node's libp2p peer id (printed base58, `12D3KooW...`).
+pub fn node_key(identity: &Identity) -> libp2p::PeerId {
+    keypair(identity).public().to_peer_id()
+}
+
+/// The node id announced in challenges: the bytes of its libp2p peer id, so the id a client
+/// signs over is the one the mesh, the logs and the status pages show.
 pub fn node_id(identity: &Identity) -> NodeId {
-    match NodeId::new(identity.peer_id().to_bytes()) {
+    match NodeId::new(node_key(identity).to_bytes()) {
         Ok(id) => id,
-        // Invariant: 32 bytes are within NodeId's bounds (1 to 64 bytes).
-        Err(_) => unreachable!("a 32-byte node id is valid"),
+        // Invariant: an Ed25519 libp2p peer id is 38 bytes, within NodeId's 1 to 64.
+        Err(_) => unreachable!("an Ed25519 peer id is a valid node id"),
     }
 }
 
@@ -86,7 +102,9 @@ mod tests {
         let first = load_or_create(&path).unwrap();
         let second = load_or_create(&path).unwrap();
         assert_eq!(first.peer_id(), second.peer_id());
-        assert_eq!(node_id(&first).as_bytes().as_ref(), first.peer_id().as_bytes());
+        assert_eq!(node_key(&first), node_key(&second));
+        assert_eq!(node_id(&first).as_bytes().as_ref(), node_key(&first).to_bytes().as_slice());
+        assert!(node_key(&first).to_string().starts_with("12D3KooW"));
         std::fs::write(&path, "not hex").unwrap();
         assert!(matches!(load_or_create(&path), Err(IdentityError::Format { .. })));
         std::fs::remove_dir_all(&dir).unwrap();

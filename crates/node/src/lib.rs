@@ -17,6 +17,8 @@
 //!   over hyper's upgraded stream is the shared crate `signal-mesh-ws`.
 //! - `listener`: the accept loop (pending-connection bound before `accept`, per-IP limit, header
 //!   timeout, rate-limited accept errors, bounded shutdown); `tls`: built-in TLS, SIGHUP reload.
+//! - [`mesh`]: the libp2p mesh of nodes: presence replication (sans-IO [`mesh::presence`]),
+//!   signal forwarding between nodes ([`mesh::links`]), the swarm task, node status.
 //! - `http`: `/health` (and later `/metrics`, `/status`).
 //! - `main.rs`: the binary: parse flags, set up logging, bind, print the listening line, run
 //!   until SIGINT/SIGTERM.
@@ -50,6 +52,7 @@ mod gateway;
 mod http;
 pub mod identity;
 mod listener;
+pub mod mesh;
 pub mod outbox;
 pub mod session;
 mod tls;
@@ -76,6 +79,9 @@ pub use crate::tls::TlsError;
 /// Capacity of the directory's inbox.
 const DIRECTORY_INBOX: usize = 8192;
 
+/// Capacity of the directory's queue to the mesh task.
+const MESH_OUTBOUND: usize = 4096;
+
 /// Why the node could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -92,6 +98,9 @@ pub enum Error {
     /// The node task panicked or was cancelled.
     #[error("node task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// The mesh could not start.
+    #[error(transparent)]
+    Mesh(#[from] mesh::MeshError),
 }
 
 /// A configured node with its identity, ready to serve.
@@ -123,6 +132,11 @@ impl Node {
         identity::node_id(&self.identity)
     }
 
+    /// The node's id in the mesh.
+    pub fn node_key(&self) -> libp2p::PeerId {
+        identity::node_key(&self.identity)
+    }
+
     /// Binds `config.listen` and serves in a background task.
     pub async fn start(config: Config) -> Result<RunningNode, Error> {
         let listener = TcpListener::bind(config.listen).await?;
@@ -130,24 +144,68 @@ impl Node {
         let node = Node::new(config)?;
         let node_id = node.node_id();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(node.serve(listener, async move {
-            // A dropped RunningNode stops the node too.
-            let _ = stop_rx.await;
-        }));
-        Ok(RunningNode { local_addr, node_id, stop: Some(stop_tx), task })
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let task = tokio::spawn(node.serve_reporting(
+            listener,
+            async move {
+                // A dropped RunningNode stops the node too.
+                let _ = stop_rx.await;
+            },
+            Some(ready_tx),
+        ));
+        let (mesh, tasks) = match ready_rx.await {
+            Ok(ready) => ready,
+            // The task ended before the mesh was up: its error says why.
+            Err(_) => {
+                task.await??;
+                return Err(Error::Io(std::io::Error::other("the node stopped while starting")));
+            }
+        };
+        Ok(RunningNode { local_addr, node_id, mesh, tasks, stop: Some(stop_tx), task })
     }
 
     /// Serves on `listener` until `shutdown` resolves, then says goodbye to every client
-    /// (`SHUTTING_DOWN`) and returns once they are gone (or after a grace period).
+    /// (`SHUTTING_DOWN`), says farewell to the mesh and returns once the clients are gone (or
+    /// after a grace period).
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future + Send + 'static,
     ) -> Result<(), Error> {
+        self.serve_reporting(listener, shutdown, None).await
+    }
+
+    async fn serve_reporting(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future + Send + 'static,
+        ready: Option<oneshot::Sender<(mesh::MeshHandle, Vec<tokio::task::AbortHandle>)>>,
+    ) -> Result<(), Error> {
         let config = self.config;
         let node_id = identity::node_id(&self.identity);
-        let (directory, _directory_task) =
-            directory::spawn(directory::Directory::new(config.max_topics_per_peer), DIRECTORY_INBOX);
+        let mesh_config = config.mesh();
+        let replica = mesh::presence::ReplicaConfig {
+            ttl: mesh_config.presence_ttl,
+            suspect_grace: (mesh_config.heartbeat * 3).min(mesh_config.presence_ttl),
+            max_peers_per_origin: mesh_config.max_peers_per_origin,
+            ..mesh::presence::ReplicaConfig::default()
+        };
+        let mesh = mesh::Mesh::new(identity::keypair(&self.identity), mesh_config).await?;
+        let directory = directory::Directory::with_mesh(
+            config.max_topics_per_peer,
+            mesh.incarnation(),
+            replica,
+            Box::new(mesh.forwarder()),
+        );
+        let (mesh_tx, mesh_rx) = tokio::sync::mpsc::channel(MESH_OUTBOUND);
+        let (directory, directory_task) =
+            directory::spawn_with_mesh(directory, DIRECTORY_INBOX, Some(mesh_tx));
+        let (mesh_stop_tx, mesh_stop_rx) = watch::channel(false);
+        let (mesh_handle, mesh_task) = mesh.run(directory.clone(), mesh_rx, mesh_stop_rx);
+        if let Some(ready) = ready {
+            let _ = ready
+                .send((mesh_handle.clone(), vec![mesh_task.abort_handle(), directory_task.abort_handle()]));
+        }
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let max_connections = config.max_connections.max(1);
         let connections = Arc::new(Semaphore::new(max_connections as usize));
@@ -171,7 +229,7 @@ impl Node {
             app = app.fallback_service(tower_http::services::ServeDir::new(dir));
         }
         let app = app.with_state(shared);
-        info!(addr = %listener.local_addr()?, %node_id, "serving /signal and /health");
+        info!(addr = %listener.local_addr()?, node = %mesh_handle.node(), "serving /signal and /health");
         let limits = listener::Limits {
             header_timeout: Duration::from_millis(u64::from(config.header_timeout_ms)),
             max_pending: config.max_pending_connections as usize,
@@ -186,6 +244,10 @@ impl Node {
         let tls = self.tls;
         let _reload = tls.as_ref().map(tls::reload_on_hangup);
         listener::serve(listener, app, limits, tls, shutdown, on_shutdown, websockets_done).await;
+        // Withdraw this node's peers everywhere at once (bounded: the farewell waits 300 ms).
+        let _ = mesh_stop_tx.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(2), mesh_task).await;
+        drop(mesh_handle);
         Ok(())
     }
 }
@@ -204,6 +266,9 @@ pub async fn run(
 pub struct RunningNode {
     local_addr: SocketAddr,
     node_id: NodeId,
+    mesh: mesh::MeshHandle,
+    /// The mesh and directory tasks, aborted by [`RunningNode::kill`].
+    tasks: Vec<tokio::task::AbortHandle>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), Error>>,
 }
@@ -217,6 +282,21 @@ impl RunningNode {
     /// The node id in its challenges.
     pub fn node_id(&self) -> NodeId {
         self.node_id.clone()
+    }
+
+    /// The mesh: node key, listen multiaddrs, status of the whole mesh.
+    pub fn mesh(&self) -> &mesh::MeshHandle {
+        &self.mesh
+    }
+
+    /// Stops the node abruptly, as a crash would: no goodbye to clients, no farewell to the
+    /// mesh (for tests of failure handling).
+    pub fn kill(mut self) {
+        self.stop.take();
+        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 
     /// Stops the node gracefully and waits until it has stopped.

@@ -4,15 +4,55 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use signal_mesh_node::{Config, LogFormat};
 use tracing::error;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
+/// The command line: the node's flags, or a subcommand.
+#[derive(Debug, Parser)]
+#[command(
+    name = "signal-mesh-node",
+    version,
+    about = "Signal Mesh signal node: WebRTC discovery and signaling relay"
+)]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Tool>,
+    #[command(flatten)]
+    config: Config,
+}
+
+#[derive(Debug, Subcommand)]
+enum Tool {
+    /// Print the node id (libp2p peer id) of a key file, creating the key if it is missing, so
+    /// bootstrap lists can be written before any node starts. Prints one line; the id is its
+    /// last word.
+    Id {
+        /// The key file (64 hex characters; created with mode 0600 if missing).
+        #[arg(long, env = "SIGNAL_MESH_KEY_FILE")]
+        key_file: std::path::PathBuf,
+    },
+}
+
 fn main() -> ExitCode {
-    let config = Config::parse();
+    let cli = Cli::parse();
+    if let Some(Tool::Id { key_file }) = cli.command {
+        return match signal_mesh_node::identity::load_or_create(&key_file) {
+            Ok(identity) => {
+                println!("node id {}", signal_mesh_node::identity::node_key(&identity));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("signal-mesh-node id: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let config = cli.config;
     init_logging(config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -34,7 +74,8 @@ async fn serve(config: Config) -> Result<(), signal_mesh_node::Error> {
     let node = signal_mesh_node::Node::new(config.clone())?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
-    // The one line on stdout; scripts and tests parse it.
+    // The one line on stdout; scripts and tests parse it. The node id and the mesh multiaddrs
+    // are logged (stderr).
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "signal-mesh-node listening on {addr}")?;
     stdout.flush()?;

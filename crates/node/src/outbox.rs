@@ -169,11 +169,15 @@ pub struct OutboxSender {
 impl OutboxSender {
     /// Queues a frame of the connection's own traffic without waiting.
     pub fn try_send(&self, frame: Bytes) -> Result<(), PushError> {
-        let mut s = self.inner.lock();
+        OutboxSender::push(&self.inner, frame)
+    }
+
+    fn push(inner: &Inner, frame: Bytes) -> Result<(), PushError> {
+        let mut s = inner.lock();
         if s.receiver_gone || s.close.is_some() {
             return Err(PushError::Closed);
         }
-        let b = self.inner.bounds;
+        let b = inner.bounds;
         if !s.fits(frame.len(), b.frames, b.bytes) {
             return Err(PushError::Full);
         }
@@ -185,11 +189,15 @@ impl OutboxSender {
     /// Queues a signal from `from` without waiting, within the signal watermark and `from`'s
     /// share (see the module docs).
     pub fn try_send_signal(&self, frame: Bytes, from: PeerId) -> Result<(), PushError> {
-        let mut s = self.inner.lock();
+        OutboxSender::push_signal(&self.inner, frame, from)
+    }
+
+    fn push_signal(inner: &Inner, frame: Bytes, from: PeerId) -> Result<(), PushError> {
+        let mut s = inner.lock();
         if s.receiver_gone || s.close.is_some() {
             return Err(PushError::Closed);
         }
-        let b = self.inner.bounds;
+        let b = inner.bounds;
         let queued = s.by_sender.get(&from).copied().unwrap_or(0);
         // A sender with nothing queued may always have one frame within the watermark.
         let within_share = queued == 0 || queued + frame.len() <= b.share();
@@ -217,7 +225,11 @@ impl OutboxSender {
 
     /// Tells the connection to close; queued frames are dropped.
     pub fn close(&self, close: Close) {
-        let mut s = self.inner.lock();
+        OutboxSender::close_inner(&self.inner, close)
+    }
+
+    fn close_inner(inner: &Inner, close: Close) {
+        let mut s = inner.lock();
         if s.close.is_none() {
             s.close = Some(close);
         }
@@ -227,6 +239,37 @@ impl OutboxSender {
         if let Some(w) = waker {
             w.wake();
         }
+    }
+}
+
+impl OutboxSender {
+    /// A second way to queue frames, for answers that arrive later from elsewhere (a signal
+    /// forwarded to another node). Unlike the sender, dropping it does not end the queue.
+    pub fn replier(&self) -> OutboxReplier {
+        OutboxReplier { inner: self.inner.clone() }
+    }
+}
+
+/// See [`OutboxSender::replier`].
+#[derive(Debug)]
+pub struct OutboxReplier {
+    inner: Arc<Inner>,
+}
+
+impl OutboxReplier {
+    /// Queues a frame without waiting (the same rules as [`OutboxSender::try_send`]).
+    pub fn try_send(&self, frame: Bytes) -> Result<(), PushError> {
+        OutboxSender::push(&self.inner, frame)
+    }
+
+    /// Queues a signal from `from` (the same rules as [`OutboxSender::try_send_signal`]).
+    pub fn try_send_signal(&self, frame: Bytes, from: PeerId) -> Result<(), PushError> {
+        OutboxSender::push_signal(&self.inner, frame, from)
+    }
+
+    /// Tells the connection to close (as [`OutboxSender::close`]).
+    pub fn close(&self, close: Close) {
+        OutboxSender::close_inner(&self.inner, close)
     }
 }
 

@@ -6,6 +6,7 @@ use base64::Engine;
 
 pub(crate) use signal_mesh_ws::{
     Decoder, Event, FrameError, OP_BINARY, OP_CLOSE, OP_PONG, Role, accept_key, encode_close, encode_frame,
+    truncate,
 };
 
 /// Why an upgrade request is refused.

@@ -12,6 +12,8 @@
 //! - [`auth`]: the challenge a client signs to prove it owns its peer id.
 //! - [`peer_wire`]: the prost types of the peer-to-peer signal payload (`peer/v1/peer.proto`),
 //!   read only by edge clients.
+//! - `mesh_wire` (feature `mesh`): the prost types of the node-to-node protocol
+//!   (`mesh/v1/mesh.proto`), read only by signal nodes.
 //!
 //! No tokio and no web-sys here: this crate builds for `wasm32-unknown-unknown` as well.
 #![forbid(unsafe_code)]
@@ -21,6 +23,8 @@ pub mod codec;
 pub mod error;
 pub mod ids;
 pub mod limits;
+#[cfg(feature = "mesh")]
+pub mod mesh_wire;
 pub mod message;
 pub mod peer_wire;
 pub mod wire;

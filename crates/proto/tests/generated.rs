@@ -8,6 +8,7 @@ use std::path::PathBuf;
 const PROTOS: &[(&str, &str)] = &[
     ("signal_mesh/edge/v1/edge.proto", "signal_mesh.edge.v1.rs"),
     ("signal_mesh/peer/v1/peer.proto", "signal_mesh.peer.v1.rs"),
+    ("signal_mesh/mesh/v1/mesh.proto", "signal_mesh.mesh.v1.rs"),
 ];
 
 #[test]
