@@ -4,7 +4,7 @@
 //! - [`ws`]: a lean WebSocket client (one buffer each way, batched writes, zero-copy frames).
 //! - [`client`]: the edge protocol over it: challenge, authentication, requests, events.
 //! - [`node`]: starting, pinning, measuring (`/proc`) and stopping the node process.
-//! - [`scenarios`]: `capacity`, `relay`, `churn`, `mesh`.
+//! - [`scenarios`]: `capacity`, `relay`, `churn`, `soak`, `mesh`.
 //! - [`report`]: the table and the JSON.
 //!
 //! The generator runs on a current-thread tokio runtime pinned to one core (`--bench-core`, 1 by
@@ -100,6 +100,9 @@ enum Scenario {
     /// A mesh of node processes over libp2p: mesh join, presence propagation, cross-node round
     /// trip, eviction of a killed node.
     Mesh(scenarios::mesh::Opts),
+    /// Many clients for a long time with churn, lookups and signals: node RSS and descriptors
+    /// over time (the curve is in the JSON).
+    Soak(scenarios::soak::Opts),
     /// capacity, relay (every --pairs value) and churn, each against a fresh node, with defaults.
     All {
         /// Clients for capacity.
@@ -238,6 +241,7 @@ fn run(cli: Cli) -> Result<Vec<Report>, BenchError> {
         }
         Scenario::Churn(o) => reports.push(scenarios::churn::run(g, o)?),
         Scenario::Mesh(o) => reports.push(scenarios::mesh::run(g, o)?),
+        Scenario::Soak(o) => reports.push(scenarios::soak::run(g, o)?),
         Scenario::All { clients, pairs, duration_secs } => {
             let cap = scenarios::capacity::Opts { clients: *clients, ..Default::default() };
             reports.push(scenarios::capacity::run(g, &cap, nofile)?);

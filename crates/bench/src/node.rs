@@ -99,6 +99,9 @@ pub fn benchmark_limit_args(max_connections: u64) -> Vec<String> {
         ("--max-frame-bytes", "65536".to_owned()),
         ("--max-payload-bytes", "32768".to_owned()),
         ("--outbound-queue-frames", "1024".to_owned()),
+        // Thousands of clients come from a few loopback addresses.
+        ("--max-connections-per-ip", "0".to_owned()),
+        ("--max-pending-connections", "4096".to_owned()),
     ]
     .into_iter()
     .flat_map(|(k, v)| [k.to_owned(), v])

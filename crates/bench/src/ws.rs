@@ -1,4 +1,6 @@
-//! A lean WebSocket client (RFC 6455), just what the load generator needs.
+//! A lean WebSocket client (RFC 6455), just what the load generator needs. The framing (frame
+//! decoder, masked encoding, `Sec-WebSocket-Accept`) is the node's own, shared crate
+//! `signal-mesh-ws`, read here from the client's side.
 //!
 //! Why not tokio-tungstenite: the generator must not be the bottleneck, so a connection here is one
 //! `TcpStream`, one read buffer and one write buffer. Received frames are split off the read buffer
@@ -9,8 +11,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use bytes::{Buf, Bytes, BytesMut};
-use sha1::{Digest, Sha1};
+use bytes::{Bytes, BytesMut};
+use signal_mesh_ws::{Decoder, Event, OP_BINARY, OP_CLOSE, OP_PONG, Role};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -21,19 +23,13 @@ use crate::error::BenchError;
 /// delayed ACK; with this flag that stall disappears, which proves where it came from.
 pub static QUICKACK: AtomicBool = AtomicBool::new(false);
 
-/// The GUID of RFC 6455 section 1.3.
-const WS_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// Largest handshake response accepted.
 const MAX_HANDSHAKE_BYTES: usize = 8192;
 /// Read buffer granularity.
 const READ_CHUNK: usize = 8192;
 
-const OP_CONTINUATION: u8 = 0x0;
-const OP_TEXT: u8 = 0x1;
-const OP_BINARY: u8 = 0x2;
-const OP_CLOSE: u8 = 0x8;
-const OP_PING: u8 = 0x9;
-const OP_PONG: u8 = 0xA;
+/// Largest message accepted from the node (its frames are at most a signal plus framing).
+const MAX_MESSAGE: u32 = 1 << 24;
 
 /// A `ws://host:port/path` target on this machine.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,6 +89,7 @@ pub enum Incoming {
 pub struct WsConn {
     stream: TcpStream,
     rbuf: BytesMut,
+    decoder: Decoder,
     wbuf: Vec<u8>,
     mask: [u8; 4],
 }
@@ -124,21 +121,6 @@ fn base64(input: &[u8]) -> String {
     out
 }
 
-/// XORs `data` with the 4-byte `mask`, eight bytes at a time.
-pub fn apply_mask(data: &mut [u8], mask: [u8; 4]) {
-    let m8 = u64::from_ne_bytes([mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3]]);
-    let mut chunks = data.chunks_exact_mut(8);
-    for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        c.copy_from_slice(&(u64::from_ne_bytes(w) ^ m8).to_ne_bytes());
-    }
-    // The remainder starts at a multiple of 8, so mask byte i lines up with index i.
-    for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
-        *b ^= mask[i & 3];
-    }
-}
-
 impl WsConn {
     /// Connects (from `source`, when given) and performs the opening handshake. `seed` varies
     /// the key and mask.
@@ -161,6 +143,7 @@ impl WsConn {
         let mut conn = WsConn {
             stream,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
+            decoder: Decoder::new(Role::Client, MAX_MESSAGE, MAX_MESSAGE),
             wbuf: Vec::with_capacity(2048),
             mask,
         };
@@ -192,10 +175,7 @@ impl WsConn {
         if status.split_whitespace().nth(1) != Some("101") {
             return Err(BenchError::Handshake(format!("expected 101, got {status:?}")));
         }
-        let mut hasher = Sha1::new();
-        hasher.update(key.as_bytes());
-        hasher.update(WS_GUID);
-        let expected = base64(&hasher.finalize());
+        let expected = signal_mesh_ws::accept_key(key.as_bytes());
         let accept = lines
             .filter_map(|l| l.split_once(':'))
             .find(|(name, _)| name.trim().eq_ignore_ascii_case("sec-websocket-accept"))
@@ -210,21 +190,11 @@ impl WsConn {
     /// append exactly `len` bytes).
     fn queue_frame(&mut self, opcode: u8, len: usize, write: impl FnOnce(&mut Vec<u8>)) {
         let buf = &mut self.wbuf;
-        buf.push(0x80 | opcode);
-        if len < 126 {
-            buf.push(0x80 | len as u8);
-        } else if len <= usize::from(u16::MAX) {
-            buf.push(0x80 | 126);
-            buf.extend_from_slice(&(len as u16).to_be_bytes());
-        } else {
-            buf.push(0x80 | 127);
-            buf.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-        buf.extend_from_slice(&self.mask);
+        signal_mesh_ws::encode_masked_header(buf, opcode, len, self.mask);
         let start = buf.len();
         write(buf);
         debug_assert_eq!(buf.len() - start, len);
-        apply_mask(&mut buf[start..], self.mask);
+        signal_mesh_ws::unmask(&mut buf[start..], self.mask);
     }
 
     /// Queues a binary frame whose payload is a protobuf message, encoded straight into the
@@ -251,79 +221,28 @@ impl WsConn {
         Ok(())
     }
 
-    /// Parses one complete frame from the read buffer, if there is one.
-    fn parse_frame(&mut self) -> Result<Option<(u8, Bytes)>, BenchError> {
-        let buf = &self.rbuf[..];
-        if buf.len() < 2 {
-            return Ok(None);
-        }
-        let fin = buf[0] & 0x80 != 0;
-        let opcode = buf[0] & 0x0F;
-        let masked = buf[1] & 0x80 != 0;
-        let (len, mut hdr) = match buf[1] & 0x7F {
-            126 => {
-                if buf.len() < 4 {
-                    return Ok(None);
-                }
-                (usize::from(u16::from_be_bytes([buf[2], buf[3]])), 4)
-            }
-            127 => {
-                if buf.len() < 10 {
-                    return Ok(None);
-                }
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&buf[2..10]);
-                let len = usize::try_from(u64::from_be_bytes(b))
-                    .map_err(|_| BenchError::Protocol("frame length overflows usize".into()))?;
-                (len, 10)
-            }
-            n => (usize::from(n), 2),
-        };
-        let mask = if masked {
-            if buf.len() < hdr + 4 {
-                return Ok(None);
-            }
-            let m = [buf[hdr], buf[hdr + 1], buf[hdr + 2], buf[hdr + 3]];
-            hdr += 4;
-            Some(m)
-        } else {
-            None
-        };
-        let total = hdr.checked_add(len).ok_or_else(|| BenchError::Protocol("frame too long".into()))?;
-        if buf.len() < total {
-            self.rbuf.reserve(total - buf.len());
-            return Ok(None);
-        }
-        if !fin || opcode == OP_CONTINUATION {
-            return Err(BenchError::Protocol("fragmented frames are not supported by the generator".into()));
-        }
-        let mut frame = self.rbuf.split_to(total);
-        frame.advance(hdr);
-        if let Some(m) = mask {
-            apply_mask(&mut frame, m);
-        }
-        Ok(Some((opcode, frame.freeze())))
-    }
-
     /// The next data or close frame. Pings are answered; queued output is flushed before the
     /// connection waits for input.
     pub async fn recv(&mut self) -> Result<Incoming, BenchError> {
         loop {
-            while let Some((opcode, payload)) = self.parse_frame()? {
-                match opcode {
-                    OP_BINARY => return Ok(Incoming::Binary(payload)),
-                    OP_CLOSE => {
-                        let code = (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
-                        let reason =
-                            String::from_utf8_lossy(payload.get(2..).unwrap_or_default()).into_owned();
-                        return Ok(Incoming::Close(code, reason));
+            loop {
+                let event =
+                    self.decoder.decode(&mut self.rbuf).map_err(|e| BenchError::Protocol(e.to_string()))?;
+                match event {
+                    None => break,
+                    Some(Event::Binary(payload)) => return Ok(Incoming::Binary(payload)),
+                    Some(Event::Close(code)) => return Ok(Incoming::Close(code, String::new())),
+                    Some(Event::BadClose(_)) => {
+                        return Err(BenchError::Protocol("invalid close frame from the node".into()));
                     }
-                    OP_PING => {
+                    Some(Event::Ping(payload)) => {
                         self.queue_frame(OP_PONG, payload.len(), |b| b.extend_from_slice(&payload));
                     }
-                    OP_PONG => {}
-                    OP_TEXT => return Err(BenchError::Protocol("unexpected text frame".into())),
-                    other => return Err(BenchError::Protocol(format!("unknown opcode {other:#x}"))),
+                    Some(Event::Pong) => {}
+                    Some(Event::Text) => return Err(BenchError::Protocol("unexpected text frame".into())),
+                    Some(Event::TooLarge(n)) => {
+                        return Err(BenchError::Protocol(format!("message of {n} bytes from the node")));
+                    }
                 }
             }
             self.flush().await?;
@@ -353,26 +272,17 @@ mod tests {
     }
 
     #[test]
-    fn rfc6455_accept_example() {
-        let mut h = Sha1::new();
-        h.update(b"dGhlIHNhbXBsZSBub25jZQ==");
-        h.update(WS_GUID);
-        assert_eq!(base64(&h.finalize()), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
-    }
-
-    #[test]
-    fn masking_is_an_involution_at_every_length() {
+    fn queued_frames_are_what_the_nodes_decoder_reads() {
+        let mut wbuf = Vec::new();
         let mask = [1, 2, 3, 0xff];
-        for len in 0..40 {
-            let orig: Vec<u8> = (0..len as u8).collect();
-            let mut data = orig.clone();
-            apply_mask(&mut data, mask);
-            for (i, (a, b)) in data.iter().zip(&orig).enumerate() {
-                assert_eq!(*a, b ^ mask[i % 4]);
-            }
-            apply_mask(&mut data, mask);
-            assert_eq!(data, orig);
-        }
+        let payload: Vec<u8> = (0..300u16).map(|i| i as u8).collect();
+        signal_mesh_ws::encode_masked_header(&mut wbuf, OP_BINARY, payload.len(), mask);
+        let start = wbuf.len();
+        wbuf.extend_from_slice(&payload);
+        signal_mesh_ws::unmask(&mut wbuf[start..], mask);
+        let mut d = Decoder::new(Role::Server, 1 << 16, 1 << 16);
+        let mut buf = BytesMut::from(&wbuf[..]);
+        assert_eq!(d.decode(&mut buf), Ok(Some(Event::Binary(Bytes::from(payload)))));
     }
 
     #[test]

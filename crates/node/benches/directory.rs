@@ -11,7 +11,7 @@ use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use signal_mesh_node::directory::{Directory, Outlet};
 use signal_mesh_node::outbox::{OutboxReceiver, outbox};
-use signal_mesh_node::session::Op;
+use signal_mesh_node::session::{Op, PageLimit};
 use signal_mesh_proto::{PeerId, TopicId};
 
 struct Conn {
@@ -102,7 +102,12 @@ fn directory(c: &mut Criterion) {
     let (mut big, big_conns) = (big, _big_conns);
     g.bench_function("lookup_request/page_256_encoded", |b| {
         b.iter(|| {
-            big.request(peer(1), 1, 9, Op::Lookup { topic: topic(0), limit: 256, cursor: None });
+            big.request(
+                peer(1),
+                1,
+                9,
+                Op::Lookup { topic: topic(0), limit: PageLimit::up_to(256), cursor: None },
+            );
             // The page must really have been queued (an evicted peer would get nothing).
             assert!(big_conns[1].rx.try_recv().is_some());
         })

@@ -155,6 +155,40 @@ pub struct Config {
     /// Most peers accepted from one other node's presence.
     #[arg(long, env = "SIGNAL_MESH_MAX_PEERS_PER_NODE", default_value_t = Config::DEFAULT_MAX_PEERS_PER_NODE)]
     pub max_peers_per_node: u32,
+
+    // Connection-level limits, shutdown and TLS (issue 9). Kept together at the end.
+    /// Bytes queued for one client before it counts as a slow consumer (SLOW_CONSUMER). Signals
+    /// from other peers may fill half of it, each sender an eighth (more: PEER_BUSY to the sender).
+    #[arg(long, env = "SIGNAL_MESH_OUTBOUND_QUEUE_BYTES", default_value_t = Config::DEFAULT_OUTBOUND_QUEUE_BYTES)]
+    pub outbound_queue_bytes: u32,
+
+    /// Milliseconds a new connection has to finish its TLS handshake and send a complete HTTP
+    /// request header (also between requests on a kept-alive connection); then it is closed.
+    #[arg(long, env = "SIGNAL_MESH_HEADER_TIMEOUT_MS", default_value_t = Config::DEFAULT_HEADER_TIMEOUT_MS)]
+    pub header_timeout_ms: u32,
+
+    /// Most connections that have not finished their request or WebSocket upgrade. At the limit
+    /// the node accepts no more until one finishes or times out (they wait in the kernel's backlog).
+    #[arg(long, env = "SIGNAL_MESH_MAX_PENDING_CONNECTIONS", default_value_t = Config::DEFAULT_MAX_PENDING_CONNECTIONS)]
+    pub max_pending_connections: u32,
+
+    /// Most TCP connections from one IP address at once (0: no limit); more are closed at once.
+    #[arg(long, env = "SIGNAL_MESH_MAX_CONNECTIONS_PER_IP", default_value_t = Config::DEFAULT_MAX_CONNECTIONS_PER_IP)]
+    pub max_connections_per_ip: u32,
+
+    /// Milliseconds a shutdown (SIGTERM) may take: clients get SHUTTING_DOWN, /health answers 503,
+    /// and whatever is still open at the end is closed.
+    #[arg(long, env = "SIGNAL_MESH_SHUTDOWN_GRACE_MS", default_value_t = Config::DEFAULT_SHUTDOWN_GRACE_MS)]
+    pub shutdown_grace_ms: u32,
+
+    /// PEM certificate chain for built-in TLS (wss:// and https://); needs --tls-key. Reloaded
+    /// on SIGHUP. Without it the node speaks plain ws:// (put a TLS proxy in front).
+    #[arg(long, env = "SIGNAL_MESH_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert (PKCS#8, PKCS#1 or SEC1). Reloaded on SIGHUP.
+    #[arg(long, env = "SIGNAL_MESH_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Checks a `--network` name.
@@ -175,6 +209,16 @@ impl Config {
     pub const DEFAULT_WS_READ_BUFFER_BYTES: u32 = 16_384;
     /// Default [`Config::ws_write_buffer_bytes`].
     pub const DEFAULT_WS_WRITE_BUFFER_BYTES: u32 = 8192;
+    /// Default [`Config::outbound_queue_bytes`]: 32 signals of the largest payload.
+    pub const DEFAULT_OUTBOUND_QUEUE_BYTES: u32 = 1 << 20;
+    /// Default [`Config::header_timeout_ms`].
+    pub const DEFAULT_HEADER_TIMEOUT_MS: u32 = 10_000;
+    /// Default [`Config::max_pending_connections`].
+    pub const DEFAULT_MAX_PENDING_CONNECTIONS: u32 = 1024;
+    /// Default [`Config::max_connections_per_ip`]: room for a large NAT, not for one abuser.
+    pub const DEFAULT_MAX_CONNECTIONS_PER_IP: u32 = 256;
+    /// Default [`Config::shutdown_grace_ms`].
+    pub const DEFAULT_SHUTDOWN_GRACE_MS: u32 = 5000;
     /// Default [`Config::network`].
     pub const DEFAULT_NETWORK: &'static str = "default";
     /// Default [`Config::presence_ttl_ms`].
@@ -300,6 +344,13 @@ impl Default for Config {
             forward_timeout_ms: Config::DEFAULT_FORWARD_TIMEOUT_MS,
             public_url: None,
             max_peers_per_node: Config::DEFAULT_MAX_PEERS_PER_NODE,
+            outbound_queue_bytes: Config::DEFAULT_OUTBOUND_QUEUE_BYTES,
+            header_timeout_ms: Config::DEFAULT_HEADER_TIMEOUT_MS,
+            max_pending_connections: Config::DEFAULT_MAX_PENDING_CONNECTIONS,
+            max_connections_per_ip: Config::DEFAULT_MAX_CONNECTIONS_PER_IP,
+            shutdown_grace_ms: Config::DEFAULT_SHUTDOWN_GRACE_MS,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }

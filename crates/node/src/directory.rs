@@ -322,7 +322,7 @@ impl Directory {
         let body = match op {
             Op::Join { topic, announce } => self.join(peer, topic, announce),
             Op::Leave { topic } => self.leave(peer, topic),
-            Op::Lookup { topic, limit, cursor } => self.lookup(topic, limit, cursor),
+            Op::Lookup { topic, limit, cursor } => self.lookup(topic, limit.get(), cursor),
             Op::Signal { to, payload } => match self.signal(peer, to, payload, id) {
                 Some(body) => body,
                 // Forwarded: the link task answers.
@@ -491,11 +491,12 @@ impl Directory {
         // Never forwarded again: a peer that is not here is not found (no loops).
         let result = if self.peers.contains_key(&to) {
             let frame = encode_server(ServerMessage::Event(Event::Signal { from, payload }));
-            if self.deliver(to, frame) {
-                self.counters.signals_received += 1;
-                None
-            } else {
-                Some(ErrorCode::PeerNotFound)
+            match self.deliver_signal(from, to, frame) {
+                Ok(()) => {
+                    self.counters.signals_received += 1;
+                    None
+                }
+                Err(code) => Some(code),
             }
         } else {
             Some(ErrorCode::PeerNotFound)
@@ -525,11 +526,14 @@ impl Directory {
     fn signal(&mut self, from: PeerId, to: PeerId, payload: Bytes, id: RequestId) -> Option<ResponseBody> {
         if self.peers.contains_key(&to) {
             let frame = encode_server(ServerMessage::Event(Event::Signal { from, payload }));
-            if self.deliver(to, frame) {
-                self.counters.signals_local += 1;
-                return Some(ResponseBody::Ok);
-            }
-            return Some(not_found(to));
+            return Some(match self.deliver_signal(from, to, frame) {
+                Ok(()) => {
+                    self.counters.signals_local += 1;
+                    ResponseBody::Ok
+                }
+                Err(ErrorCode::PeerBusy) => busy(to),
+                Err(_) => not_found(to),
+            });
         }
         let Some(node) = self.replica.route(&to) else { return Some(not_found(to)) };
         let Some(queue) = self.peers.get(&from).map(|e| e.queue.replier()) else { return Some(internal()) };
@@ -546,6 +550,18 @@ impl Directory {
         }
     }
 
+    /// Queues the signal event `frame` from `from` for `to`. Signals count against the receiver's
+    /// signal watermark and the sender's share of it (see `outbox`): a sender can be refused
+    /// (`PEER_BUSY`) but cannot get the receiver evicted.
+    fn deliver_signal(&mut self, from: PeerId, to: PeerId, frame: Bytes) -> Result<(), ErrorCode> {
+        let Some(entry) = self.peers.get(&to) else { return Err(ErrorCode::PeerNotFound) };
+        match entry.queue.try_send_signal(frame, from) {
+            Ok(()) => Ok(()),
+            Err(PushError::Busy | PushError::Full) => Err(ErrorCode::PeerBusy),
+            Err(PushError::Closed) => Err(ErrorCode::PeerNotFound),
+        }
+    }
+
     /// Queues `frame` for `peer`; a full queue schedules the peer's eviction.
     fn deliver(&mut self, peer: PeerId, frame: Bytes) -> bool {
         let Some(entry) = self.peers.get(&peer) else { return false };
@@ -556,7 +572,7 @@ impl Directory {
                 false
             }
             // The connection task ended or is closing; its unregister is on the way.
-            Err(PushError::Closed) => false,
+            Err(PushError::Closed | PushError::Busy) => false,
         }
     }
 
@@ -599,6 +615,13 @@ impl Directory {
 
 fn not_found(to: PeerId) -> ResponseBody {
     ResponseBody::Error { code: ErrorCode::PeerNotFound, message: format!("peer {to} is not connected") }
+}
+
+fn busy(to: PeerId) -> ResponseBody {
+    ResponseBody::Error {
+        code: ErrorCode::PeerBusy,
+        message: format!("peer {to} has too many signals queued; retry later"),
+    }
 }
 
 fn internal() -> ResponseBody {
@@ -713,6 +736,12 @@ impl DirectoryHandle {
     #[allow(clippy::result_large_err)]
     pub fn try_send(&self, command: Command) -> Result<(), TrySendError<Command>> {
         self.tx.try_send(command)
+    }
+
+    /// Waits for room in the directory's inbox (cancel safe: nothing is lost when the wait is
+    /// dropped); the permit sends one command.
+    pub async fn reserve(&self) -> Result<mpsc::Permit<'_, Command>, DirectoryClosed> {
+        self.tx.reserve().await.map_err(|_| DirectoryClosed)
     }
 
     /// Current counts.
@@ -920,25 +949,50 @@ mod tests {
     }
 
     #[test]
-    fn given_a_full_queue_then_the_peer_is_evicted_as_slow_consumer() {
+    fn given_a_receiver_past_its_watermark_then_signals_are_peer_busy_and_it_stays() {
+        let mut d = Directory::new(8);
+        let mut a = connect(&mut d, peer(1), 1, 64);
+        let slow = connect(&mut d, peer(2), 2, 4);
+        for id in 1..5 {
+            d.request(peer(1), 1, id, Op::Signal { to: peer(2), payload: Bytes::from_static(b"x") });
+        }
+        // Half of the four-frame queue is for signals.
+        let codes: Vec<_> = a
+            .frames()
+            .into_iter()
+            .map(|f| match f {
+                ServerMessage::Response { body: ResponseBody::Error { code, .. }, .. } => Some(code),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(codes, vec![None, None, Some(ErrorCode::PeerBusy), Some(ErrorCode::PeerBusy)]);
+        assert_eq!(slow.rx.close_reason(), None);
+        assert_eq!(d.stats().peers, 2);
+    }
+
+    #[test]
+    fn given_a_full_queue_of_its_own_traffic_then_the_peer_is_evicted_as_slow_consumer() {
         let mut d = Directory::new(8);
         let mut a = connect(&mut d, peer(1), 1, 64);
         let slow = connect(&mut d, peer(2), 2, 2);
         d.request(peer(1), 1, 1, Op::Join { topic: topic(), announce: true });
         d.request(peer(2), 2, 1, Op::Join { topic: topic(), announce: true });
-        for id in 2..6 {
-            d.request(peer(1), 1, id, Op::Signal { to: peer(2), payload: Bytes::from_static(b"x") });
-        }
+        // The join's response and one event fill the queue; the next event overflows it.
+        let _c = connect(&mut d, peer(3), 3, 64);
+        d.request(peer(3), 3, 1, Op::Join { topic: topic(), announce: true });
+        let _e = connect(&mut d, peer(4), 4, 64);
+        d.request(peer(4), 4, 1, Op::Join { topic: topic(), announce: true });
         assert_eq!(slow.rx.close_reason().map(|c| c.code), Some(ErrorCode::SlowConsumer));
         let frames = a.frames();
         assert!(frames.contains(&ServerMessage::Event(Event::PeerLeft { topic: topic(), peer: peer(2) })));
+        d.request(peer(1), 1, 9, Op::Signal { to: peer(2), payload: Bytes::from_static(b"x") });
         assert!(matches!(
-            frames.last(),
+            a.frames().last(),
             Some(ServerMessage::Response {
-                id: 5,
+                id: 9,
                 body: ResponseBody::Error { code: ErrorCode::PeerNotFound, .. }
             })
         ));
-        assert_eq!(d.stats().peers, 1);
+        assert_eq!(d.stats().peers, 3);
     }
 }

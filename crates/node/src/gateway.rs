@@ -7,10 +7,11 @@
 //! clients hold none), up to [`READ_CHUNK`] bytes per read, frames split off without copying,
 //! and every queued frame written in one `write` per wake-up.
 //!
-//! The connection task selects over: node shutdown, the directory closing this connection
-//! (replaced, slow consumer), the session's deadline (authentication / idle timeout), the
-//! bounded outbound queue of pre-encoded frames (written to the socket as one batch) and the
-//! next frame from the client. Everything protocol-related is decided by the session.
+//! The connection task has one wait ([`serve`]'s `select!`, mini-redis style): node shutdown, the
+//! directory closing this connection (replaced, slow consumer) and the session's deadline
+//! (authentication / idle timeout) are always in it; writing, taking frames from the bounded
+//! outbound queue, handing the directory a command and reading the client's next frame are in it
+//! when the connection's state allows. Everything protocol-related is decided by the session.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,8 +36,11 @@ use tokio::time::{Instant, timeout};
 use tracing::{debug, info, warn};
 
 use crate::directory::{Command, ConnId, DirectoryHandle, Outlet};
-use crate::outbox::{OutboxReceiver, Received, outbox};
+use crate::listener::ConnTicket;
+use crate::outbox::{Bounds, OutboxReceiver, Received, outbox_with};
 use crate::session::{Action, Session, SessionConfig};
+/// Cuts a string at a character boundary (the mesh's status strings use it too).
+pub(crate) use crate::ws::truncate;
 use crate::ws::{self, Decoder, Event, FrameError};
 use tokio::sync::mpsc::error::TrySendError;
 
@@ -56,7 +60,8 @@ pub(crate) struct Shared {
     pub directory: DirectoryHandle,
     pub node_id: NodeId,
     pub session: SessionConfig,
-    pub queue_frames: usize,
+    /// Bounds of each connection's outbound queue.
+    pub queue: Bounds,
     pub connections: Arc<Semaphore>,
     pub shutdown: watch::Receiver<bool>,
     pub next_conn: AtomicU64,
@@ -90,11 +95,18 @@ pub(crate) async fn upgrade(State(shared): State<Arc<Shared>>, mut request: Requ
     let Some(on_upgrade) = request.extensions_mut().remove::<OnUpgrade>() else {
         return (StatusCode::UPGRADE_REQUIRED, "this connection cannot be upgraded").into_response();
     };
+    // The listener's ticket: the connection's per-IP count stays with the WebSocket, and it no
+    // longer counts as pending once upgraded.
+    let ticket = request.extensions_mut().remove::<Arc<ConnTicket>>();
     let permit = shared.connections.clone().try_acquire_owned().ok();
     tokio::spawn(async move {
         if let Ok(upgraded) = on_upgrade.await {
+            if let Some(ticket) = &ticket {
+                ticket.upgraded();
+            }
             connection(Socket::new(TokioIo::new(upgraded), &shared), shared, permit).await;
         }
+        drop(ticket);
     });
     let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let headers = response.headers_mut();
@@ -134,7 +146,7 @@ impl Socket {
         Socket {
             io,
             read: BytesMut::new(),
-            decoder: Decoder::new(max, hard),
+            decoder: Decoder::new(ws::Role::Server, max, hard),
             out: Vec::new(),
             written: 0,
             read_chunk,
@@ -143,35 +155,35 @@ impl Socket {
 
     /// The next event from the client. Cancel safe: bytes read are kept in the read buffer.
     async fn next(&mut self) -> Result<Event, ReadEnd> {
+        poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    fn poll_next(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<Event, ReadEnd>> {
         loop {
             match self.decoder.decode(&mut self.read) {
-                Ok(Some(event)) => return Ok(event),
+                Ok(Some(event)) => return Poll::Ready(Ok(event)),
                 Ok(None) => {}
-                Err(e) => return Err(ReadEnd::Frame(e)),
+                Err(e) => return Poll::Ready(Err(ReadEnd::Frame(e))),
             }
             if self.read.is_empty() {
                 // Release the (shared) buffer: an idle connection holds no read memory.
                 self.read = BytesMut::new();
             }
             let chunk = usize::from(self.read_chunk);
-            let n = poll_fn(|cx| {
-                let mut stack = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
-                let mut buf = ReadBuf::uninit(&mut stack[..chunk]);
-                match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
-                    Poll::Ready(Ok(())) => {
-                        self.read.extend_from_slice(buf.filled());
-                        Poll::Ready(Ok(buf.filled().len()))
-                    }
-                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                    Poll::Pending => Poll::Pending,
-                }
-            })
-            .await;
-            match n {
-                Ok(0) | Err(_) => return Err(ReadEnd::Gone),
-                Ok(_) => {}
+            let mut stack = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+            let mut buf = ReadBuf::uninit(&mut stack[..chunk]);
+            match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(Err(ReadEnd::Gone)),
+                Poll::Ready(Ok(())) => self.read.extend_from_slice(buf.filled()),
+                Poll::Ready(Err(_)) => return Poll::Ready(Err(ReadEnd::Gone)),
+                Poll::Pending => return Poll::Pending,
             }
         }
+    }
+
+    /// Bytes queued for writing and not yet written.
+    fn pending(&self) -> usize {
+        self.out.len() - self.written
     }
 
     /// Queues a binary frame.
@@ -181,21 +193,47 @@ impl Socket {
 
     /// Writes everything queued. Cancel safe: progress is kept.
     async fn flush(&mut self) -> io::Result<()> {
-        poll_fn(|cx| {
-            while self.written < self.out.len() {
-                match Pin::new(&mut self.io).poll_write(cx, &self.out[self.written..]) {
-                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                    Poll::Ready(Ok(n)) => self.written += n,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => return Poll::Pending,
-                }
+        poll_fn(|cx| self.poll_write_out(cx)).await
+    }
+
+    fn poll_write_out(&mut self, cx: &mut std::task::Context<'_>) -> Poll<io::Result<()>> {
+        while self.written < self.out.len() {
+            match Pin::new(&mut self.io).poll_write(cx, &self.out[self.written..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => self.written += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
             }
-            self.out = Vec::new();
-            self.written = 0;
-            Pin::new(&mut self.io).poll_flush(cx)
+        }
+        self.out = Vec::new();
+        self.written = 0;
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    /// Moves bytes: writes what is pending (if anything) and, if `read`, reads the next event;
+    /// returns whichever finishes first. Cancel safe.
+    async fn drive(&mut self, read: bool) -> Io {
+        poll_fn(|cx| {
+            if self.pending() > 0
+                && let Poll::Ready(r) = self.poll_write_out(cx)
+            {
+                return Poll::Ready(Io::Written(r));
+            }
+            if read && let Poll::Ready(r) = self.poll_next(cx) {
+                return Poll::Ready(Io::Read(r));
+            }
+            Poll::Pending
         })
         .await
     }
+}
+
+/// What [`Socket::drive`] did.
+enum Io {
+    /// Everything pending was written (or writing failed).
+    Written(io::Result<()>),
+    /// The next event from the client.
+    Read(Result<Event, ReadEnd>),
 }
 
 /// Why a connection loop ended.
@@ -273,6 +311,19 @@ async fn connection(mut sock: Socket, shared: Arc<Shared>, permit: Option<OwnedS
     drop(permit);
 }
 
+/// Bytes waiting to be written at which the connection stops reading from the client: replies
+/// (pongs, errors) to a client that sends but does not read cannot pile up, and a client that
+/// stops reading stops being read, so only its own frames count for its idle deadline.
+const MAX_PENDING_OUT: usize = 64 * 1024;
+
+/// The connection's one wait: every turn of this loop decides, in one `select!`, what the
+/// connection waits for, from its state. Always: node shutdown, the session's deadline
+/// (authentication / idle timeout) and the directory's close signal. Then, depending on the
+/// state: writing what is pending (while bytes are pending), taking the next batch from the
+/// outbound queue (only when nothing is pending: the queue is the bounded buffer, not the
+/// socket's), handing the directory a command its full inbox did not take (instead of reading),
+/// and reading the next frame (while fewer than [`MAX_PENDING_OUT`] bytes are pending and no
+/// command waits).
 async fn serve(
     sock: &mut Socket,
     shared: &Shared,
@@ -283,7 +334,11 @@ async fn serve(
 ) -> End {
     let sleep = tokio::time::sleep_until(session.deadline().into());
     tokio::pin!(sleep);
+    // A command for the directory that waits for room in its inbox.
+    let mut pending: Option<Command> = None;
     loop {
+        let writing = sock.pending() > 0;
+        let reading = pending.is_none() && sock.pending() < MAX_PENDING_OUT;
         tokio::select! {
             biased;
             _ = shutdown.changed() => {
@@ -296,7 +351,14 @@ async fn serve(
                 }
                 sleep.as_mut().reset(session.deadline().into());
             }
-            received = recv_queue(link) => {
+            close = closed_of(link) => return End::Close(close.code, close.reason.into()),
+            permit = shared.directory.reserve(), if pending.is_some() => {
+                match (permit, pending.take()) {
+                    (Ok(permit), Some(command)) => permit.send(command),
+                    _ => return End::Close(ErrorCode::ShuttingDown, "the node is shutting down".into()),
+                }
+            }
+            received = recv_queue(link), if !writing => {
                 let frame = match received {
                     Received::Frame(frame) => frame,
                     Received::Close(close) => return End::Close(close.code, close.reason.into()),
@@ -304,30 +366,26 @@ async fn serve(
                         return End::Close(ErrorCode::Internal, "the directory dropped this connection".into());
                     }
                 };
-                let Some(queue) = link.as_ref().map(|l| &l.queue) else { continue };
                 sock.push_binary(&frame);
                 drop(frame);
-                for _ in 1..MAX_BATCH {
-                    if sock.out.len() >= shared.write_batch_bytes {
-                        break;
+                if let Some(queue) = link.as_ref().map(|l| &l.queue) {
+                    for _ in 1..MAX_BATCH {
+                        if sock.pending() >= shared.write_batch_bytes {
+                            break;
+                        }
+                        match queue.try_recv() {
+                            Some(frame) => sock.push_binary(&frame),
+                            None => break,
+                        }
                     }
-                    match queue.try_recv() {
-                        Some(frame) => sock.push_binary(&frame),
-                        None => break,
-                    }
-                }
-                // A client that stops reading blocks the write; the directory's close (slow
-                // consumer, replaced) still gets through.
-                let written = tokio::select! {
-                    biased;
-                    close = queue.closed() => return End::Close(close.code, close.reason.into()),
-                    r = sock.flush() => r,
-                };
-                if written.is_err() {
-                    return End::Gone("socket error while writing");
                 }
             }
-            event = sock.next() => {
+            io = sock.drive(reading), if writing || reading => {
+                let event = match io {
+                    Io::Written(Ok(())) => continue,
+                    Io::Written(Err(_)) => return End::Gone("socket error while writing"),
+                    Io::Read(event) => event,
+                };
                 let now = Instant::now().into_std();
                 let action = match event {
                     Err(ReadEnd::Gone) => return End::Gone("socket closed"),
@@ -352,47 +410,22 @@ async fn serve(
                         }
                         return End::Gone("client sent close");
                     }
+                    Ok(Event::BadClose(reply)) => {
+                        // RFC 6455 §7.4: a code nobody may send is not echoed.
+                        ws::encode_close(&mut sock.out, reply, "invalid close frame");
+                        return End::Gone("client sent an invalid close frame");
+                    }
                 };
-                // Deciding is synchronous; only the one write (or a wait for a full directory
-                // inbox, boxed) is awaited, which keeps this future small.
+                // Deciding is synchronous; whatever must be awaited is awaited by this loop.
                 match act(shared, conn, session, link, action) {
                     Step::None => {}
                     Step::Write(frame) => sock.push_binary(&frame),
-                    Step::Directory(command) => {
-                        if Box::pin(shared.directory.send(command)).await.is_err() {
-                            return End::Close(ErrorCode::ShuttingDown, "the node is shutting down".into());
-                        }
-                    }
+                    Step::Directory(command) => pending = Some(command),
                     Step::End(last, end) => {
                         if let Some(frame) = last {
                             sock.push_binary(&frame);
                         }
                         return end;
-                    }
-                }
-                if !sock.out.is_empty() {
-                    // A client that sends but never reads must not pin this task: shutdown,
-                    // the directory's close and the idle deadline (no reads happen while the
-                    // write waits) still end it.
-                    let written = loop {
-                        tokio::select! {
-                            biased;
-                            _ = shutdown.changed() => {
-                                return End::Close(ErrorCode::ShuttingDown, "the node is shutting down".into());
-                            }
-                            close = closed_of(link) => return End::Close(close.code, close.reason.into()),
-                            () = &mut sleep => {
-                                let now = Instant::now().into_std();
-                                if let Action::Close { code, reason, .. } = session.handle_timeout(now) {
-                                    return End::Close(code, reason);
-                                }
-                                sleep.as_mut().reset(session.deadline().into());
-                            }
-                            r = sock.flush() => break r,
-                        }
-                    };
-                    if written.is_err() {
-                        return End::Gone("socket error while writing");
                     }
                 }
             }
@@ -420,7 +453,7 @@ fn act(shared: &Shared, conn: ConnId, session: &Session, link: &mut Option<Link>
             return Step::End(reply.map(encode_server), End::Close(code, reason));
         }
         Action::Authenticated(peer) => {
-            let (queue_tx, queue_rx) = outbox(shared.queue_frames.max(2));
+            let (queue_tx, queue_rx) = outbox_with(shared.queue);
             let ServerMessage::Welcome(welcome) = session.welcome(peer) else {
                 return Step::End(None, End::Close(ErrorCode::Internal, "no welcome".into()));
             };
@@ -455,7 +488,7 @@ fn read_error(e: FrameError) -> End {
         FrameError::TooLarge(_) => {
             End::Close(ErrorCode::TooLarge, format!("frame far over the size limit: {e}"))
         }
-        FrameError::Protocol(_) => End::Close(ErrorCode::BadRequest, e.to_string()),
+        _ => End::Close(ErrorCode::BadRequest, e.to_string()),
     }
 }
 
@@ -489,29 +522,4 @@ async fn goodbye(sock: &mut Socket, code: ErrorCode, reason: &str) {
         Ok::<(), io::Error>(())
     })
     .await;
-}
-
-/// At most `max` bytes of `s`, cut at a character boundary (close reasons are limited to 123).
-pub(crate) fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::truncate;
-
-    #[test]
-    fn close_reasons_are_cut_at_a_char_boundary() {
-        assert_eq!(truncate("abc", 123), "abc");
-        let s = "é".repeat(100);
-        let t = truncate(&s, 123);
-        assert_eq!(t.len(), 122);
-    }
 }

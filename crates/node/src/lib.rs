@@ -13,7 +13,10 @@
 //!   once, into each connection's bounded outbound queue.
 //! - [`outbox`]: a connection's bounded outbound queue of encoded frames plus its close signal.
 //! - `gateway`: the `/signal` WebSocket endpoint, one task per connection driving a session.
-//! - `ws`: the sans-IO WebSocket framing (RFC 6455) the gateway runs over hyper's upgraded stream.
+//! - `ws`: the upgrade request's checks; the sans-IO WebSocket framing (RFC 6455) the gateway runs
+//!   over hyper's upgraded stream is the shared crate `signal-mesh-ws`.
+//! - `listener`: the accept loop (pending-connection bound before `accept`, per-IP limit, header
+//!   timeout, rate-limited accept errors, bounded shutdown); `tls`: built-in TLS, SIGHUP reload.
 //! - [`mesh`]: the libp2p mesh of nodes: presence replication (sans-IO [`mesh::presence`]),
 //!   signal forwarding between nodes ([`mesh::links`]), the swarm task, node status.
 //! - `http`: `/health` (and later `/metrics`, `/status`).
@@ -48,9 +51,11 @@ pub mod directory;
 mod gateway;
 mod http;
 pub mod identity;
+mod listener;
 pub mod mesh;
 pub mod outbox;
 pub mod session;
+mod tls;
 mod ws;
 
 use std::future::Future;
@@ -61,24 +66,21 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use signal_mesh_proto::NodeId;
 use signal_mesh_proto::auth::Identity;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot, watch};
-use tracing::{info, warn};
+use tracing::info;
 
 pub use crate::config::{Config, LogFormat};
 pub use crate::identity::IdentityError;
+pub use crate::tls::TlsError;
 
 /// Capacity of the directory's inbox.
 const DIRECTORY_INBOX: usize = 8192;
 
 /// Capacity of the directory's queue to the mesh task.
 const MESH_OUTBOUND: usize = 4096;
-
-/// How long a shutdown waits for connections to say goodbye.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Why the node could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +92,9 @@ pub enum Error {
     /// Binding or serving the socket failed.
     #[error("socket: {0}")]
     Io(#[from] std::io::Error),
+    /// The TLS certificate or key could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The node task panicked or was cancelled.
     #[error("node task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -103,16 +108,23 @@ pub enum Error {
 pub struct Node {
     config: Config,
     identity: Identity,
+    /// Built-in TLS, loaded from `--tls-cert` / `--tls-key` up front so a bad pair stops the start.
+    tls: Option<tls::TlsAcceptor>,
 }
 
 impl Node {
-    /// Loads (or creates) the identity named by `config.key_file`, or generates an ephemeral one.
+    /// Loads (or creates) the identity named by `config.key_file`, or generates an ephemeral one,
+    /// and the TLS certificate and key if configured.
     pub fn new(config: Config) -> Result<Node, Error> {
         let identity = match &config.key_file {
             Some(path) => identity::load_or_create(path)?,
             None => identity::generate()?,
         };
-        Ok(Node { config, identity })
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(tls::TlsAcceptor::load(cert, key)?),
+            _ => None,
+        };
+        Ok(Node { config, identity, tls })
     }
 
     /// The node id announced in every challenge.
@@ -201,7 +213,10 @@ impl Node {
             directory,
             node_id: node_id.clone(),
             session: config.session(),
-            queue_frames: config.outbound_queue_frames as usize,
+            queue: outbox::Bounds {
+                frames: config.outbound_queue_frames.max(2) as usize,
+                bytes: config.outbound_queue_bytes as usize,
+            },
             connections: connections.clone(),
             shutdown: shutdown_rx,
             next_conn: AtomicU64::new(1),
@@ -215,23 +230,20 @@ impl Node {
         }
         let app = app.with_state(shared);
         info!(addr = %listener.local_addr()?, node = %mesh_handle.node(), "serving /signal and /health");
-        // Signaling is small frames both ways: without TCP_NODELAY, Nagle holds a second small
-        // write (the challenge after the 101, an event after a response) for the peer's delayed ACK.
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                info!("shutting down: closing client connections");
-                let _ = shutdown_tx.send(true);
-            })
-            .await?;
-        // Every connection task holds a permit until it has said goodbye.
-        match tokio::time::timeout(SHUTDOWN_GRACE, connections.acquire_many(max_connections)).await {
-            Ok(_) => info!("all connections closed"),
-            Err(_) => warn!("some connections did not close within {SHUTDOWN_GRACE:?}"),
-        }
+        let limits = listener::Limits {
+            header_timeout: Duration::from_millis(u64::from(config.header_timeout_ms)),
+            max_pending: config.max_pending_connections as usize,
+            max_per_ip: config.max_connections_per_ip,
+            grace: Duration::from_millis(u64::from(config.shutdown_grace_ms)),
+        };
+        let on_shutdown = move || {
+            let _ = shutdown_tx.send(true);
+        };
+        // Every WebSocket task holds a permit until it has said goodbye.
+        let websockets_done = move || connections.available_permits() >= max_connections as usize;
+        let tls = self.tls;
+        let _reload = tls.as_ref().map(tls::reload_on_hangup);
+        listener::serve(listener, app, limits, tls, shutdown, on_shutdown, websockets_done).await;
         // Withdraw this node's peers everywhere at once (bounded: the farewell waits 300 ms).
         let _ = mesh_stop_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(2), mesh_task).await;

@@ -11,6 +11,7 @@
 //! ignored). The driver sends [`Session::challenge`] first, and [`Session::welcome`] once it has
 //! registered the peer after [`Action::Authenticated`].
 
+use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -18,7 +19,7 @@ use signal_mesh_proto::auth::{self, AuthError, NONCE_LEN};
 use signal_mesh_proto::message::Authenticate;
 use signal_mesh_proto::{
     Challenge, ClientMessage, DecodeError, ErrorCode, Limits, NodeId, PROTOCOL_VERSION, PeerId, RequestBody,
-    RequestId, ResponseBody, ServerMessage, Welcome, decode_client,
+    RequestId, ResponseBody, ServerMessage, TopicId, Welcome, decode_client,
 };
 
 /// Settings of a session that are not announced to the client.
@@ -62,9 +63,78 @@ pub enum State {
 }
 
 /// A validated request for the directory: the protocol's [`RequestBody`] after the session's
-/// checks, so a `Lookup`'s `limit` is already between 1 and the maximum page and a `Signal`'s payload
-/// is within the size limit (the payload stays a slice of the received frame).
-pub type Op = RequestBody;
+/// checks. It cannot hold what the checks refuse: a `Lookup`'s page is a [`PageLimit`] (between 1
+/// and the node's maximum page), and a `Signal`'s payload has passed the size limit (it stays a
+/// slice of the received frame).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Join `topic`, announcing this peer in it or not.
+    Join {
+        /// The topic.
+        topic: TopicId,
+        /// Whether other members see this peer.
+        announce: bool,
+    },
+    /// Leave `topic`.
+    Leave {
+        /// The topic.
+        topic: TopicId,
+    },
+    /// A page of `topic`'s announced peers after `cursor`.
+    Lookup {
+        /// The topic.
+        topic: TopicId,
+        /// How many peers at most.
+        limit: PageLimit,
+        /// The last peer id of the previous page.
+        cursor: Option<PeerId>,
+    },
+    /// Relay `payload` to `to`.
+    Signal {
+        /// The receiving peer.
+        to: PeerId,
+        /// The opaque payload, within the size limit.
+        payload: Bytes,
+    },
+}
+
+/// The size of a lookup page: at least 1 and at most the node's maximum page. Only
+/// [`PageLimit::new`] and [`PageLimit::up_to`] make one, so a directory never sees 0 or an
+/// unbounded page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PageLimit(NonZeroU32);
+
+/// A lookup asked for a larger page than the node serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("lookup limit {requested} exceeds the maximum page of {max}")]
+pub struct PageTooLarge {
+    /// What was asked for.
+    pub requested: u32,
+    /// The node's maximum page.
+    pub max: u32,
+}
+
+impl PageLimit {
+    /// The page a client asked for (`requested`; 0 means "as many as the node allows"), checked
+    /// against the node's maximum page `max` (at least 1).
+    pub fn new(requested: u32, max: u32) -> Result<PageLimit, PageTooLarge> {
+        match NonZeroU32::new(requested) {
+            None => Ok(PageLimit::up_to(max)),
+            Some(n) if requested <= max => Ok(PageLimit(n)),
+            Some(_) => Err(PageTooLarge { requested, max }),
+        }
+    }
+
+    /// The full page of `max` peers (at least 1).
+    pub fn up_to(max: u32) -> PageLimit {
+        PageLimit(NonZeroU32::new(max).unwrap_or(NonZeroU32::MIN))
+    }
+
+    /// The number of peers.
+    pub fn get(self) -> u32 {
+        self.0.get()
+    }
+}
 
 /// What the driver must do after an input.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -304,17 +374,13 @@ impl Session {
         }
         let limits = &self.config.limits;
         let op = match body {
-            op @ (RequestBody::Join { .. } | RequestBody::Leave { .. }) => op,
+            RequestBody::Join { topic, announce } => Op::Join { topic, announce },
+            RequestBody::Leave { topic } => Op::Leave { topic },
             RequestBody::Lookup { topic, limit, cursor } => {
-                if limit > limits.max_lookup_page {
-                    let msg = format!(
-                        "lookup limit {limit} exceeds the maximum page of {}",
-                        limits.max_lookup_page
-                    );
-                    return self.error(Some(id), ErrorCode::LimitExceeded, msg);
+                match PageLimit::new(limit, limits.max_lookup_page) {
+                    Ok(limit) => Op::Lookup { topic, limit, cursor },
+                    Err(e) => return self.error(Some(id), ErrorCode::LimitExceeded, e.to_string()),
                 }
-                let limit = if limit == 0 { limits.max_lookup_page.max(1) } else { limit };
-                Op::Lookup { topic, limit, cursor }
             }
             RequestBody::Signal { to, payload } => {
                 if payload.len() > limits.max_payload_bytes as usize {
@@ -365,7 +431,6 @@ mod tests {
     use signal_mesh_proto::encode_client;
 
     use super::*;
-    use signal_mesh_proto::TopicId;
 
     fn node_id() -> NodeId {
         NodeId::new(vec![7u8; 32]).unwrap()
@@ -587,8 +652,24 @@ mod tests {
             s.handle_frame(lookup(0), now),
             Action::Request {
                 id: 2,
-                op: Op::Lookup { topic, limit: Limits::DEFAULT_MAX_LOOKUP_PAGE, cursor: None }
+                op: Op::Lookup {
+                    topic,
+                    limit: PageLimit::up_to(Limits::DEFAULT_MAX_LOOKUP_PAGE),
+                    cursor: None
+                }
             }
         );
+    }
+
+    #[test]
+    fn given_page_limits_then_only_1_to_max_can_be_made() {
+        assert_eq!(PageLimit::new(0, 256).map(PageLimit::get), Ok(256));
+        assert_eq!(PageLimit::new(1, 256).map(PageLimit::get), Ok(1));
+        assert_eq!(PageLimit::new(256, 256).map(PageLimit::get), Ok(256));
+        assert_eq!(PageLimit::new(257, 256), Err(PageTooLarge { requested: 257, max: 256 }));
+        assert_eq!(PageLimit::new(u32::MAX, 256), Err(PageTooLarge { requested: u32::MAX, max: 256 }));
+        // A node configured with a maximum page of 0 still serves pages of one.
+        assert_eq!(PageLimit::new(0, 0).map(PageLimit::get), Ok(1));
+        assert_eq!(PageLimit::up_to(0).get(), 1);
     }
 }

@@ -150,9 +150,9 @@ async fn sustained_errors_close_with_policy_violation() {
 }
 
 #[tokio::test]
-async fn a_client_that_does_not_read_is_disconnected_as_slow_consumer() {
+async fn a_client_that_does_not_read_its_own_replies_is_disconnected_as_slow_consumer() {
     let mut cfg = config();
-    cfg.outbound_queue_frames = 8;
+    cfg.outbound_queue_frames = 64;
     cfg.requests_per_second = 100_000;
     cfg.request_burst = 100_000;
     let node = start(cfg).await;
@@ -165,38 +165,37 @@ async fn a_client_that_does_not_read_is_disconnected_as_slow_consumer() {
     assert_eq!(slow.join(t, true).await, ok());
     let slow_peer = slow.peer();
     let payload = Bytes::from(vec![1u8; 30_000]);
-    // `slow` reads nothing from here on; the sender keeps sending until the node gives up on it.
-    let mut evicted = false;
-    // Batches stay well under the queue size: the sender's own responses use its queue too.
+    // `slow` reads nothing from here on. Signals to it fill its socket, then its queue up to the
+    // signal watermark: the sender gets PEER_BUSY, which does not disconnect anyone.
+    let mut busy = false;
     for _ in 0..2000 {
-        let mut ids = Vec::new();
-        for _ in 0..4 {
-            let id = sender.take_id();
-            ids.push(id);
-            sender
-                .feed(ClientMessage::Request {
-                    id,
-                    body: RequestBody::Signal { to: slow_peer, payload: payload.clone() },
-                })
-                .await;
-        }
-        sender.flush().await;
-        for id in ids {
-            match sender.response(id).await {
-                ResponseBody::Ok => {}
-                r => {
-                    assert_eq!(response_code(&r), ErrorCode::PeerNotFound);
-                    evicted = true;
-                }
+        let id = sender.take_id();
+        let body = RequestBody::Signal { to: slow_peer, payload: payload.clone() };
+        sender.send(ClientMessage::Request { id, body }).await;
+        match sender.response(id).await {
+            ResponseBody::Ok => {}
+            r => {
+                assert_eq!(response_code(&r), ErrorCode::PeerBusy);
+                busy = true;
+                break;
             }
         }
-        if evicted {
-            break;
-        }
     }
-    assert!(evicted, "the slow consumer was never disconnected");
+    assert!(busy, "signals to a client that does not read were never refused");
+    // Its own replies are another matter: when they overflow its queue, it is disconnected.
+    for _ in 0..200 {
+        let id = slow.take_id();
+        slow.feed(ClientMessage::Request {
+            id,
+            body: RequestBody::Join { topic: topic("x"), announce: false },
+        })
+        .await;
+    }
+    slow.flush().await;
     assert_eq!(watcher.event().await, Event::PeerJoined { topic: t, peer: slow_peer });
     assert_eq!(watcher.event().await, Event::PeerLeft { topic: t, peer: slow_peer });
+    let r = sender.signal(slow_peer, b"gone?").await;
+    assert_eq!(code(&r), Some(ErrorCode::PeerNotFound));
     // The sender and the watcher are fine.
     assert_eq!(sender.signal(watcher.peer(), b"ok?").await, ok());
     assert_eq!(

@@ -114,6 +114,9 @@ async fn a_thousand_signals_arrive_in_order_and_each_gets_one_ok() {
     let mut cfg = config();
     cfg.requests_per_second = 100_000;
     cfg.request_burst = 100_000;
+    // All thousand may be queued for `b` before it reads: signals may fill half of the queue
+    // (past that the sender gets PEER_BUSY; see hostile.rs).
+    cfg.outbound_queue_frames = 2048;
     let node = start(cfg).await;
     let mut a = Client::connect(node.local_addr()).await;
     let mut b = Client::connect(node.local_addr()).await;

@@ -4,6 +4,7 @@ pub mod capacity;
 pub mod churn;
 pub mod mesh;
 pub mod relay;
+pub mod soak;
 
 use std::cell::RefCell;
 use std::future::Future;

@@ -353,3 +353,139 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> String {
     tokio::time::timeout(STEP, s.read_to_string(&mut out)).await.expect("timeout").expect("read");
     out
 }
+
+/// A WebSocket client over a plain TCP socket where the test controls every byte.
+pub struct Raw {
+    pub tcp: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// One server frame read by [`Raw::frame`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct RawFrame {
+    pub opcode: u8,
+    pub payload: Vec<u8>,
+}
+
+impl Raw {
+    /// Connects and completes the opening handshake (the challenge frame is left unread).
+    pub async fn connect(addr: SocketAddr) -> Raw {
+        use tokio::io::AsyncWriteExt;
+        let mut tcp = TcpStream::connect(addr).await.expect("connect");
+        let req = format!(
+            "GET /signal HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        tcp.write_all(req.as_bytes()).await.expect("write");
+        let mut raw = Raw { tcp, buf: Vec::new() };
+        let end = loop {
+            if let Some(i) = raw.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            assert!(raw.fill().await > 0, "connection ended during the handshake");
+        };
+        let head = String::from_utf8_lossy(&raw.buf[..end]).into_owned();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        raw.buf.drain(..end);
+        raw
+    }
+
+    async fn fill(&mut self) -> usize {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = [0u8; 16 * 1024];
+        let n = tokio::time::timeout(STEP, self.tcp.read(&mut chunk))
+            .await
+            .expect("timed out reading")
+            .unwrap_or(0);
+        self.buf.extend_from_slice(&chunk[..n]);
+        n
+    }
+
+    /// Sends one masked frame.
+    pub async fn send(&mut self, fin: bool, opcode: u8, payload: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        let key = [0x12, 0x34, 0x56, 0x78];
+        let mut out = vec![(if fin { 0x80 } else { 0 }) | opcode];
+        match payload.len() {
+            n @ 0..=125 => out.push(0x80 | n as u8),
+            n @ 126..=0xffff => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&key);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i & 3]));
+        self.tcp.write_all(&out).await.expect("write frame");
+    }
+
+    /// The next server frame, or `None` when the stream ends.
+    pub async fn frame(&mut self) -> Option<RawFrame> {
+        loop {
+            if self.buf.len() >= 2 {
+                let (b0, b1) = (self.buf[0], self.buf[1]);
+                assert_eq!(b1 & 0x80, 0, "server frames are not masked");
+                let (len, at) = match b1 & 0x7f {
+                    126 if self.buf.len() >= 4 => {
+                        (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4)
+                    }
+                    127 if self.buf.len() >= 10 => {
+                        (u64::from_be_bytes(self.buf[2..10].try_into().unwrap()) as usize, 10)
+                    }
+                    126 | 127 => (usize::MAX, 0),
+                    n => (n as usize, 2),
+                };
+                if len != usize::MAX && self.buf.len() >= at + len {
+                    let payload = self.buf[at..at + len].to_vec();
+                    self.buf.drain(..at + len);
+                    return Some(RawFrame { opcode: b0 & 0x0f, payload });
+                }
+            }
+            if self.fill().await == 0 {
+                return None;
+            }
+        }
+    }
+
+    /// Reads frames until the node's close frame; returns its status code (`None`: no code, or
+    /// the stream ended without a close frame).
+    pub async fn close_code(&mut self) -> Option<u16> {
+        while let Some(f) = self.frame().await {
+            if f.opcode == 0x8 {
+                return (f.payload.len() >= 2).then(|| u16::from_be_bytes([f.payload[0], f.payload[1]]));
+            }
+        }
+        None
+    }
+
+    /// Whether the node closed the TCP connection within `wait` (reads and discards data).
+    pub async fn ended_within(&mut self, wait: Duration) -> bool {
+        use tokio::io::AsyncReadExt;
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            match tokio::time::timeout_at(deadline, self.tcp.read(&mut chunk)).await {
+                Err(_) => return false,
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+}
+
+/// Whether a plain TCP connection is closed by the node within `wait` (data is discarded).
+pub async fn tcp_ended_within(tcp: &mut TcpStream, wait: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut chunk = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, tcp.read(&mut chunk)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
