@@ -26,7 +26,8 @@
 //! without waiting; the result comes back to the sender through the link task.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::ops::Bound;
 
 use bytes::Bytes;
@@ -39,6 +40,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::mesh::links::{Forward, Forwarder, NoMesh, RemoteReply, ReplyTo};
 use crate::mesh::presence::{Change, Effects, LocalLog, OriginView, Replica, ReplicaConfig};
 use crate::mesh::wire::{Delta, DeltaBatch, NodeStatus, PeerRecord, Snapshot};
+use crate::metrics::{Metrics, Route};
 use crate::outbox::{OutboxSender, PushError};
 use crate::session::Op;
 use libp2p::PeerId as NodeKey;
@@ -163,6 +165,26 @@ pub struct Stats {
     pub topics: usize,
 }
 
+/// A topic and its peer counts ([`Directory::top_topics`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TopicCount {
+    /// The topic.
+    pub topic: TopicId,
+    /// Peers announced in it anywhere in the mesh.
+    pub announced: usize,
+    /// Members connected to this node (announced or silent).
+    pub members: usize,
+}
+
+/// The busiest topics ([`Directory::top_topics`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TopTopics {
+    /// Topics known (local members or announced in the mesh).
+    pub total: usize,
+    /// The busiest, most announced peers first.
+    pub top: Vec<TopicCount>,
+}
+
 /// The directory's tables. See the module docs.
 #[derive(Debug)]
 pub struct Directory {
@@ -181,6 +203,8 @@ pub struct Directory {
     /// For the mesh task, drained by [`Directory::take_outbound`].
     outbound: Vec<Outbound>,
     counters: Counters,
+    /// Prometheus counters (see [`crate::metrics`]).
+    metrics: Metrics,
 }
 
 impl Directory {
@@ -209,7 +233,35 @@ impl Directory {
             forwarder,
             outbound: Vec::new(),
             counters: Counters::default(),
+            metrics: Metrics::default(),
         }
+    }
+
+    /// Counts into `metrics` from now on.
+    pub fn set_metrics(&mut self, metrics: Metrics) {
+        self.metrics = metrics;
+    }
+
+    /// The `n` topics with the most announced peers (most first, then by id), and how many
+    /// topics there are: O(topics · log n), for the status page (which caches it).
+    pub fn top_topics(&self, n: usize) -> TopTopics {
+        let mut heap = BinaryHeap::with_capacity(n.saturating_add(1));
+        for (id, t) in &self.topics {
+            heap.push(Reverse((t.announced.len(), Reverse(*id))));
+            if heap.len() > n {
+                heap.pop();
+            }
+        }
+        let mut top: Vec<TopicCount> = heap
+            .into_iter()
+            .map(|Reverse((announced, Reverse(topic)))| TopicCount {
+                topic,
+                announced,
+                members: self.topics.get(&topic).map_or(0, |t| t.members.len()),
+            })
+            .collect();
+        top.sort_by(|a, b| b.announced.cmp(&a.announced).then(a.topic.cmp(&b.topic)));
+        TopTopics { total: self.topics.len(), top }
     }
 
     /// What the mesh task must do since the last call: presence deltas first.
@@ -319,6 +371,7 @@ impl Directory {
             return;
         }
         self.counters.requests += 1;
+        self.metrics.request(&op);
         let body = match op {
             Op::Join { topic, announce } => self.join(peer, topic, announce),
             Op::Leave { topic } => self.leave(peer, topic),
@@ -332,8 +385,9 @@ impl Directory {
                 }
             },
         };
-        if matches!(body, ResponseBody::Error { .. }) {
+        if let ResponseBody::Error { code, .. } = &body {
             self.counters.errors += 1;
+            self.metrics.error(*code);
         }
         let frame = encode_server(ServerMessage::Response { id, body });
         self.deliver(peer, frame);
@@ -443,6 +497,7 @@ impl Directory {
     /// Applies what the replica decided.
     fn apply_effects(&mut self, fx: Effects) {
         self.counters.presence_rejected += fx.rejected;
+        self.metrics.presence_rejected(fx.rejected);
         for change in fx.changes {
             self.apply_change(change);
         }
@@ -490,9 +545,11 @@ impl Directory {
     pub fn remote_signal(&mut self, from: PeerId, to: PeerId, payload: Bytes, reply: RemoteReply) {
         // Never forwarded again: a peer that is not here is not found (no loops).
         let result = if self.peers.contains_key(&to) {
+            let bytes = payload.len();
             let frame = encode_server(ServerMessage::Event(Event::Signal { from, payload }));
             if self.deliver(to, frame) {
                 self.counters.signals_received += 1;
+                self.metrics.signal(Route::Received, bytes);
                 None
             } else {
                 Some(ErrorCode::PeerNotFound)
@@ -523,10 +580,12 @@ impl Directory {
     /// Delivers a signal to a local peer, or hands it to the node the peer is on (`None`: the
     /// link task answers).
     fn signal(&mut self, from: PeerId, to: PeerId, payload: Bytes, id: RequestId) -> Option<ResponseBody> {
+        let bytes = payload.len();
         if self.peers.contains_key(&to) {
             let frame = encode_server(ServerMessage::Event(Event::Signal { from, payload }));
             if self.deliver(to, frame) {
                 self.counters.signals_local += 1;
+                self.metrics.signal(Route::Local, bytes);
                 return Some(ResponseBody::Ok);
             }
             return Some(not_found(to));
@@ -537,6 +596,7 @@ impl Directory {
         match self.forwarder.forward(node, fwd) {
             Ok(()) => {
                 self.counters.signals_forwarded += 1;
+                self.metrics.signal(Route::Forwarded, bytes);
                 None
             }
             Err(_) => Some(ResponseBody::Error {
@@ -552,6 +612,7 @@ impl Directory {
         match entry.queue.try_send(frame) {
             Ok(()) => true,
             Err(PushError::Full) => {
+                self.metrics.queue_drop();
                 self.evictions.push(peer);
                 false
             }
@@ -571,6 +632,7 @@ impl Directory {
             if let Some(entry) = self.peers.get(member)
                 && let Err(PushError::Full) = entry.queue.try_send(frame.clone())
             {
+                self.metrics.queue_drop();
                 self.evictions.push(*member);
             }
         }
@@ -658,6 +720,8 @@ pub enum Command {
     Snapshot(oneshot::Sender<Snapshot>),
     /// Reports [`Directory::origins`].
     Origins(Instant, oneshot::Sender<Vec<OriginView>>),
+    /// Reports [`Directory::top_topics`] (at most this many).
+    TopTopics(usize, oneshot::Sender<TopTopics>),
 }
 
 impl Directory {
@@ -686,6 +750,9 @@ impl Directory {
             }
             Command::Origins(now, reply) => {
                 let _ = reply.send(self.origins(now));
+            }
+            Command::TopTopics(n, reply) => {
+                let _ = reply.send(self.top_topics(n));
             }
         }
     }
@@ -726,6 +793,13 @@ impl DirectoryHandle {
     pub async fn snapshot(&self) -> Result<Snapshot, DirectoryClosed> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Snapshot(tx)).await?;
+        rx.await.map_err(|_| DirectoryClosed)
+    }
+
+    /// The `n` busiest topics ([`Directory::top_topics`]).
+    pub async fn top_topics(&self, n: usize) -> Result<TopTopics, DirectoryClosed> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::TopTopics(n, tx)).await?;
         rx.await.map_err(|_| DirectoryClosed)
     }
 
