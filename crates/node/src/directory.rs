@@ -25,8 +25,8 @@
 //! [`Command::Presence`]. A signal for a peer on another node is handed to the [`Forwarder`]
 //! without waiting; the result comes back to the sender through the link task.
 
-use std::collections::hash_map::Entry;
 use std::cmp::Reverse;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::ops::Bound;
 

@@ -136,7 +136,11 @@ impl Metrics {
             Unit::Bytes,
             m.signal_bytes.clone(),
         );
-        r.register("errors", "Error responses sent to clients, by error code", m.errors.clone());
+        r.register(
+            "errors",
+            "Errors sent to clients (responses and unsolicited errors), by error code",
+            m.errors.clone(),
+        );
         r.register(
             "outbound_queue_drops",
             "Frames not queued because a connection's outbound queue was full (the connection is evicted)",
@@ -208,10 +212,13 @@ impl Metrics {
         self.errors.get_or_create(&[("code", code.as_str())]).inc();
     }
 
-    /// Counts `msg` if it is an error response (the session's own answers).
+    /// Counts `msg` if it is an error (the session's own answers: a failed request or an
+    /// unsolicited error for a frame it could not parse).
     pub(crate) fn response(&self, msg: &ServerMessage) {
-        if let ServerMessage::Response { body: ResponseBody::Error { code, .. }, .. } = msg {
-            self.error(*code);
+        match msg {
+            ServerMessage::Response { body: ResponseBody::Error { code, .. }, .. }
+            | ServerMessage::Error { code, .. } => self.error(*code),
+            _ => {}
         }
     }
 

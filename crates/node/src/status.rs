@@ -222,7 +222,15 @@ impl Management {
         let stale_after_ms = self.stale_after.as_millis() as u64;
         let mut nodes = Vec::with_capacity(status.nodes.len().min(MAX_NODES) + 1);
         let mut reported: Vec<(String, &NodeStatus)> = Vec::new();
-        nodes.push(node_doc(me.clone(), true, &status.local, status.local.edge_peers as usize, 0, false, true));
+        nodes.push(node_doc(
+            me.clone(),
+            true,
+            &status.local,
+            status.local.edge_peers as usize,
+            0,
+            false,
+            true,
+        ));
         reported.push((me.clone(), &status.local));
         for view in status.nodes.iter().take(MAX_NODES - 1) {
             let id = view.node.to_string();
