@@ -1015,4 +1015,30 @@ mod tests {
         ));
         assert_eq!(d.stats().peers, 1);
     }
+
+    #[test]
+    fn given_topics_then_top_topics_lists_the_most_announced_first_and_bounded() {
+        let mut d = Directory::new(8);
+        let mut conns = Vec::new();
+        for n in 1..=4u8 {
+            conns.push(connect(&mut d, peer(n), u64::from(n), 16));
+            // Topic k is announced by peers 1..=k; topic 9 is joined silently by peer 1.
+            for k in n..=4 {
+                d.request(
+                    peer(n),
+                    u64::from(n),
+                    u64::from(k),
+                    Op::Join { topic: TopicId::from_array([k; 32]), announce: true },
+                );
+            }
+        }
+        d.request(peer(1), 1, 9, Op::Join { topic: TopicId::from_array([9; 32]), announce: false });
+        let top = d.top_topics(2);
+        assert_eq!(top.total, 5);
+        let counts: Vec<(u8, usize, usize)> =
+            top.top.iter().map(|t| (t.topic.as_bytes()[0], t.announced, t.members)).collect();
+        assert_eq!(counts, vec![(4, 4, 4), (3, 3, 3)]);
+        assert_eq!(d.top_topics(10).top.last().map(|t| (t.announced, t.members)), Some((0, 1)));
+        assert!(Directory::new(8).top_topics(5).top.is_empty());
+    }
 }

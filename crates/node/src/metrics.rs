@@ -113,7 +113,11 @@ impl Metrics {
         let m = Metrics::default();
         let r = registry.sub_registry_with_prefix("signal_mesh");
         r.register("edge_connections", "Open edge (WebSocket) connections", m.edge_connections.clone());
-        r.register("edge_connections_opened", "Edge connections accepted", m.edge_opened.clone());
+        r.register(
+            "edge_connections_opened",
+            "Edge WebSocket connections upgraded (those refused as OVERLOADED included)",
+            m.edge_opened.clone(),
+        );
         r.register(
             "edge_connections_closed",
             "Edge connections closed, by reason: the error code the node closed with, or client",
