@@ -5,6 +5,7 @@
 #
 #   ensure_wasm_target     rustup target wasm32-unknown-unknown
 #   ensure_wasm_bindgen    wasm-bindgen-cli at exactly the version in Cargo.lock
+#   ensure_wasm_pack       wasm-pack (builds the npm package's wasm + glue)
 #   ensure_chromium        Debian chromium + chromium-driver (browser tests only)
 
 ensure_wasm_target() {
@@ -27,6 +28,17 @@ ensure_wasm_bindgen() {
   if [ "$have" != "$want" ]; then
     echo "setup: installing wasm-bindgen-cli $want (found '${have:-none}')"
     cargo install wasm-bindgen-cli --version "$want" --force
+  fi
+}
+
+# wasm-pack drives cargo and the wasm-bindgen CLI above (`--mode no-install`: it downloads nothing).
+WASM_PACK_VERSION=0.15.1
+ensure_wasm_pack() {
+  local have
+  have=$(wasm-pack --version 2>/dev/null | awk '{ print $2 }') || true
+  if [ "$have" != "$WASM_PACK_VERSION" ]; then
+    echo "setup: installing wasm-pack $WASM_PACK_VERSION (found '${have:-none}')"
+    cargo install wasm-pack --version "$WASM_PACK_VERSION" --locked --force
   fi
 }
 

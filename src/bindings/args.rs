@@ -2,13 +2,12 @@
 //! failure is a [`ClientError`] with code `INVALID_ARGUMENT`.
 
 use js_sys::{Array, Reflect, Uint8Array};
-use signal_mesh_proto::ids::MAX_TOPIC_NAME_BYTES;
 use signal_mesh_proto::{PeerId, TopicId};
 use wasm_bindgen::{JsCast, JsValue};
 
 use crate::core::ClientError;
 use crate::core::error::decimal;
-use crate::shell::{Options, TopicArg};
+use crate::shell::Options;
 
 fn get(obj: &JsValue, key: &str) -> JsValue {
     if obj.is_object() {
@@ -18,32 +17,16 @@ fn get(obj: &JsValue, key: &str) -> JsValue {
     }
 }
 
-/// A topic: a string name (hashed as `TopicId::from_name` does, by WebCrypto in the shell) or
-/// 32 bytes.
-pub fn topic(v: &JsValue) -> Result<TopicArg, ClientError> {
-    if let Some(name) = v.as_string() {
-        // The message is that of `TopicNameTooLong`, spelled out without `format!`.
-        if name.len() > MAX_TOPIC_NAME_BYTES {
-            return Err(ClientError::invalid(
-                [
-                    "topic name is ",
-                    &decimal(name.len() as u64),
-                    " bytes; at most ",
-                    &decimal(MAX_TOPIC_NAME_BYTES as u64),
-                    " are allowed",
-                ]
-                .concat(),
-            ));
-        }
-        return Ok(TopicArg::Name(name));
-    }
-    if let Some(bytes) = v.dyn_ref::<Uint8Array>() {
-        let bytes = bytes.to_vec();
-        return TopicId::from_slice(&bytes).map(TopicArg::Id).map_err(|_| {
-            ClientError::invalid(["topic must be 32 bytes, got ", &decimal(bytes.len() as u64)].concat())
-        });
-    }
-    Err(ClientError::invalid("a topic must be a string or a 32-byte Uint8Array"))
+/// A topic id: 32 bytes. The facade hashes topic names itself (SHA-256 of the UTF-8, exactly
+/// `TopicId::from_name`, with WebCrypto) and hands the engine the bytes.
+pub fn topic(v: &JsValue) -> Result<TopicId, ClientError> {
+    let bytes = v
+        .dyn_ref::<Uint8Array>()
+        .ok_or_else(|| ClientError::invalid("a topic must be a string or a 32-byte Uint8Array"))?
+        .to_vec();
+    TopicId::from_slice(&bytes).map_err(|_| {
+        ClientError::invalid(["topic must be 32 bytes, got ", &decimal(bytes.len() as u64)].concat())
+    })
 }
 
 /// A peer id: 64 hex characters.
@@ -105,28 +88,16 @@ pub fn options(v: &JsValue) -> Result<Options, ClientError> {
     if list.is_empty() {
         return Err(ClientError::invalid("servers must name at least one node"));
     }
-    let identity = get(v, "identity");
-    let seed = if identity.is_undefined() || identity.is_null() {
-        None
-    } else {
-        let bytes = identity
-            .dyn_ref::<Uint8Array>()
-            .map(Uint8Array::to_vec)
-            .ok_or_else(|| ClientError::invalid("identity must be a 32-byte Uint8Array"))?;
-        Some(<[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
-            ClientError::invalid(
-                ["identity must be a 32-byte Ed25519 seed, got ", &decimal(bytes.len() as u64), " bytes"]
-                    .concat(),
-            )
-        })?)
-    };
-    let ice_servers = get(v, "iceServers");
-    if !(ice_servers.is_undefined() || Array::is_array(&ice_servers)) {
-        return Err(ClientError::invalid("iceServers must be an array of RTCIceServer"));
-    }
+    // Set by the facade from its WebCrypto identity, not by the application.
+    let bytes = |key: &str| get(v, key).dyn_ref::<Uint8Array>().map(Uint8Array::to_vec).unwrap_or_default();
+    let peer_id = PeerId::from_slice(&bytes("peerId"))
+        .map_err(|_| ClientError::invalid("the facade passes a 32-byte peerId"))?;
+    let entropy = <[u8; 8]>::try_from(bytes("entropy").as_slice())
+        .map(u64::from_le_bytes)
+        .map_err(|_| ClientError::invalid("the facade passes 8 bytes of entropy"))?;
     let connect_timeout_ms = match opt_u32(v, "connectTimeoutMs")? {
         Some(0) => return Err(ClientError::invalid("connectTimeoutMs must be positive")),
         t => t.map(u64::from),
     };
-    Ok(Options { servers: list, seed, ice_servers, connect_timeout_ms })
+    Ok(Options { servers: list, peer_id, entropy, connect_timeout_ms })
 }

@@ -7,7 +7,7 @@ mod args;
 use js_sys::{Function, Promise};
 use wasm_bindgen::prelude::*;
 
-use crate::core::ClientError;
+use crate::core::{Candidate, ClientError, Code, Handle, SdpKind};
 use crate::shell::host::{self, Host, OpKind};
 use crate::shell::{Driver, now};
 
@@ -25,10 +25,17 @@ pub struct WasmClient {
 #[wasm_bindgen]
 impl WasmClient {
     /// Starts a client and resolves once it is authenticated with a node. `emit(type, detail)`
-    /// receives events; `incoming(peerId)` decides on incoming offers (`boolean | Promise<boolean>`).
-    pub async fn create(options: JsValue, emit: Function, incoming: Function) -> Result<WasmClient, JsValue> {
+    /// receives events; `incoming(peerId)` decides on incoming offers (`boolean | Promise<boolean>`);
+    /// `sign(message)` signs with the identity whose public key is `options.peerId`.
+    pub async fn create(
+        options: JsValue,
+        emit: Function,
+        incoming: Function,
+        sign: Function,
+        rtc: Function,
+    ) -> Result<WasmClient, JsValue> {
         let options = args::options(&options).map_err(|e| js_err(&e))?;
-        let driver = Driver::start(options, Host::new(emit, incoming)).await.map_err(|e| js_err(&e))?;
+        let driver = Driver::start(options, Host::new(emit, incoming, sign, rtc));
         wasm_bindgen_futures::JsFuture::from(driver.started()).await?;
         Ok(WasmClient { driver })
     }
@@ -45,29 +52,35 @@ impl WasmClient {
         self.driver.state().to_owned()
     }
 
-    /// Joins a topic (`announce` defaults to true).
+    /// Joins a topic id (`announce` defaults to true).
     pub fn join(&self, topic: JsValue, options: JsValue) -> Promise {
-        match args::topic(&topic).and_then(|t| Ok((t, args::opt_bool(&options, "announce", true)?))) {
-            Ok((t, a)) => self.driver.topic_op(OpKind::Unit, t, Box::new(move |c, t, now| c.join(t, a, now))),
-            Err(e) => host::rejected(&e),
-        }
+        let parsed = args::topic(&topic).and_then(|t| Ok((t, args::opt_bool(&options, "announce", true)?)));
+        self.driver.op(OpKind::Unit, |c, now| parsed.and_then(|(t, a)| c.join(t, a, now)))
     }
 
-    /// Leaves a topic.
+    /// Leaves a topic id.
     pub fn leave(&self, topic: JsValue) -> Promise {
-        match args::topic(&topic) {
-            Ok(t) => self.driver.topic_op(OpKind::Unit, t, Box::new(|c, t, now| c.leave(t, now))),
-            Err(e) => host::rejected(&e),
-        }
+        let parsed = args::topic(&topic);
+        self.driver.op(OpKind::Unit, |c, now| parsed.and_then(|t| c.leave(t, now)))
     }
 
-    /// Announced peers of a topic.
+    /// Announced peers of a topic id.
     pub fn lookup(&self, topic: JsValue, options: JsValue) -> Promise {
-        match args::topic(&topic).and_then(|t| Ok((t, args::opt_u32(&options, "limit")?))) {
-            Ok((t, l)) => {
-                self.driver.topic_op(OpKind::Peers, t, Box::new(move |c, t, now| c.lookup(t, l, now)))
-            }
-            Err(e) => host::rejected(&e),
+        let parsed = args::topic(&topic).and_then(|t| Ok((t, args::opt_u32(&options, "limit")?)));
+        self.driver.op(OpKind::Peers, |c, now| parsed.and_then(|(t, l)| c.lookup(t, l, now)))
+    }
+
+    /// The operation the last join, leave, lookup or connect call started (-1 if it failed at
+    /// once), for [`WasmClient::cancel`].
+    #[wasm_bindgen(getter, js_name = lastOp)]
+    pub fn last_op(&self) -> f64 {
+        self.driver.last_op().map_or(-1.0, |op| op as f64)
+    }
+
+    /// Aborts a lookup or connect: its promise rejects with `ABORTED`.
+    pub fn cancel(&self, op: f64) {
+        if op >= 0.0 {
+            self.driver.with_core(|c, now| c.cancel(op as u64, now));
         }
     }
 
@@ -79,15 +92,53 @@ impl WasmClient {
         })
     }
 
+    /// What the facade's `RTCPeerConnection` of `handle` reports: kind 0 local description (`a`
+    /// is an offer, `b` SDP), 1 local candidate (`a` candidate, `b` mid, `c` m-line index, `d`
+    /// username fragment), 2 data channel open, 3 ICE failed, 4 ICE connected, 5 negotiation
+    /// needed, 6 closed (`a` why), 7 a WebRTC call failed (`a` why).
+    #[wasm_bindgen(js_name = rtcReport)]
+    pub fn rtc_report(&self, handle: u32, kind: u32, a: JsValue, b: JsValue, c: JsValue, d: JsValue) {
+        let h = Handle::from_raw(handle);
+        let text = |v: &JsValue| v.as_string().unwrap_or_default();
+        self.driver.with_core(|core, now| match kind {
+            0 => {
+                let sdp_kind = if a.is_truthy() { SdpKind::Offer } else { SdpKind::Answer };
+                core.rtc_local_description(h, sdp_kind, text(&b), now);
+            }
+            1 => {
+                let index = c.as_f64().filter(|i| (0.0..=f64::from(u16::MAX)).contains(i)).map(|i| i as u16);
+                let candidate = Candidate {
+                    candidate: text(&a),
+                    sdp_mid: text(&b),
+                    sdp_m_line_index: index,
+                    username_fragment: text(&d),
+                };
+                core.rtc_local_candidate(h, candidate, now);
+            }
+            2 => core.rtc_channel_open(h, now),
+            3 => core.rtc_ice_failed(h, now),
+            4 => core.rtc_ice_connected(h, now),
+            5 => core.rtc_negotiation_needed(h, now),
+            6 => core.rtc_closed(h, ClientError::closed(text(&a)), now),
+            _ => core.rtc_closed(h, ClientError::new(Code::Browser, text(&a)), now),
+        });
+    }
+
     /// Closes one connection (says bye to the peer).
     #[wasm_bindgen(js_name = closeConnection)]
     pub fn close_connection(&self, handle: u32) {
-        self.driver.with_core(|c, now| c.close_connection(handle, now));
+        self.driver.with_core(|c, now| c.close_connection(Handle::from_raw(handle), now));
     }
 
     /// Closes the client.
     pub fn close(&self) {
         self.driver.with_core(|c, now| c.close(now));
+    }
+
+    /// How many engines are alive: created and not yet freed (for tests).
+    #[wasm_bindgen(js_name = liveEngines)]
+    pub fn live_engines() -> u32 {
+        crate::shell::live_engines()
     }
 
     /// Milliseconds on the client's clock (for tests).

@@ -11,7 +11,9 @@ use signal_mesh_proto::{
 
 use super::backoff::{Rng, backoff_delay};
 use super::error::{ClientError, Code, decimal};
-use super::peers::{Handle, PeerSession};
+use super::pacer::Pacer;
+use super::peers::{Handle, PeerOutput, Peers, SdpKind};
+use super::servers::ServerList;
 use super::signal::{Candidate, PeerSignal};
 use super::vecmap::VecMap;
 use super::{Millis, OpId};
@@ -21,15 +23,18 @@ pub type ConnId = u32;
 
 /// Server frames larger than this are not parsed (nodes announce far smaller limits).
 const MAX_SERVER_FRAME: usize = 1 << 20;
-/// Most requests waiting for a connection at once; more fail with `LIMIT_EXCEEDED`.
-const MAX_QUEUED: usize = 1024;
+/// Most requests waiting (for a connection, a token or a free slot) at once; more fail with
+/// `LIMIT_EXCEEDED`.
+pub const MAX_QUEUED: usize = 1024;
+/// Most requests sent and not yet answered; more wait in the queue.
+pub const MAX_IN_FLIGHT: usize = 64;
 /// The longest lookup the client pages through for one call.
 pub const MAX_LOOKUP: u32 = 10_000;
 
 /// Settings of a [`Client`]. Every duration is in milliseconds.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Node `/signal` URLs, tried in order.
+    /// Node `/signal` URLs, tried in order (then those the nodes announce, see [`ServerList`]).
     pub servers: Vec<String>,
     /// This client's peer id (the public key the shell signs with).
     pub peer_id: PeerId,
@@ -252,7 +257,7 @@ pub(super) enum Purpose {
     Op(OpId),
     Lookup { op: OpId, want: u32, peers: Vec<PeerId> },
     Rejoin,
-    Signal { handle: Handle },
+    Signal { handle: Option<Handle> },
 }
 
 #[derive(Clone, Debug)]
@@ -283,48 +288,49 @@ pub struct Client {
     state: ClientState,
     link: Link,
     next_conn: ConnId,
-    server: usize,
+    servers: ServerList,
     failures: u32,
     last_failure: Option<ClientError>,
     start_deadline: Option<Millis>,
     limits: Limits,
+    pacer: Pacer,
     next_request: RequestId,
     next_op: OpId,
     in_flight: VecMap<RequestId, Pending>,
     queued: VecDeque<Pending>,
     /// Topics joined (confirmed by the node), with their announce flag; re-joined on reconnect.
     topics: VecMap<TopicId, bool>,
-    pub(super) sessions: VecMap<Handle, PeerSession>,
-    pub(super) by_peer: VecMap<PeerId, Handle>,
-    pub(super) next_handle: Handle,
+    /// Every peer session (negotiation state); reached only through its methods.
+    peers: Peers,
     out: VecDeque<Output>,
 }
 
 impl Client {
     /// A client that starts connecting to the first server at `now`.
     pub fn new(config: Config, now: Millis) -> Client {
+        let mut rng = Rng::new(config.seed);
+        let peers = Peers::new(config.peer_id, config.connect_timeout_ms, rng.next_u64());
         let mut c = Client {
-            rng: Rng::new(config.seed),
+            rng,
             state: ClientState::Connecting,
             link: Link::Waiting { at: now },
             next_conn: 1,
-            server: 0,
+            servers: ServerList::new(config.servers.clone()),
             failures: 0,
             last_failure: None,
             start_deadline: Some(now + config.connect_timeout_ms),
             limits: Limits::default(),
+            pacer: Pacer::for_limits(&Limits::default(), now),
             next_request: 1,
             next_op: 1,
             in_flight: VecMap::new(),
             queued: VecDeque::new(),
             topics: VecMap::new(),
-            sessions: VecMap::new(),
-            by_peer: VecMap::new(),
-            next_handle: 1,
+            peers,
             out: VecDeque::new(),
             config,
         };
-        if c.config.servers.is_empty() {
+        if c.servers.is_empty() {
             c.shutdown(ClientError::invalid("no servers given"));
         } else {
             c.handle_timeout(now);
@@ -349,7 +355,12 @@ impl Client {
 
     /// The index in the server list of the node in use or being tried.
     pub fn server_index(&self) -> usize {
-        self.server
+        self.servers.index()
+    }
+
+    /// The failover list: the configured URLs, then those learned from nodes' `Welcome`.
+    pub fn servers(&self) -> &[String] {
+        self.servers.urls()
     }
 
     /// The next thing for the shell to do.
@@ -366,22 +377,41 @@ impl Client {
             Link::Down => None,
         };
         let requests = self.in_flight.values().chain(self.queued.iter()).map(|p| p.deadline).min();
-        let sessions = self.sessions.values().filter_map(|s| s.deadline).min();
-        [link, requests, sessions, self.start_deadline].into_iter().flatten().min()
+        let paced = (matches!(self.link, Link::Up { .. })
+            && !self.queued.is_empty()
+            && self.in_flight.len() < MAX_IN_FLIGHT)
+            .then(|| self.pacer.next_token());
+        let sessions = self.peers.poll_timeout();
+        [link, requests, paced, sessions, self.start_deadline].into_iter().flatten().min()
     }
 
-    pub(super) fn push(&mut self, o: Output) {
+    fn push(&mut self, o: Output) {
         self.out.push_back(o);
     }
 
-    pub(super) fn emit(&mut self, e: Event) {
+    fn emit(&mut self, e: Event) {
         self.out.push_back(Output::Event(e));
     }
 
-    pub(super) fn new_op(&mut self) -> OpId {
+    fn new_op(&mut self) -> OpId {
         let op = self.next_op;
         self.next_op += 1;
         op
+    }
+
+    /// Carries out what the peer sessions want: signals become requests, the rest outputs.
+    fn route(&mut self, now: Millis) {
+        for o in self.peers.take_outputs() {
+            match o {
+                PeerOutput::Signal { to, signal, handle } => {
+                    let body = RequestBody::Signal { to, payload: signal.encode() };
+                    // Fails only when closed or the queue is full; the session deadline covers both.
+                    let _ = self.request(body, Purpose::Signal { handle }, now);
+                }
+                PeerOutput::Rtc(c) => self.push(Output::Rtc(c)),
+                PeerOutput::Event(e) => self.emit(e),
+            }
+        }
     }
 
     fn set_state(&mut self, s: ClientState) {
@@ -417,6 +447,8 @@ impl Client {
                     self.link_lost(now, ClientError::timeout("the node went silent"));
                 } else if now >= next_ping {
                     let nonce = self.rng.next_u64();
+                    // A ping takes a token from the node's bucket too; the pacer keeps two for it.
+                    let _ = self.pacer.try_take(now);
                     self.send(conn, ClientMessage::Ping(nonce));
                     let next_ping = now + self.ping_interval();
                     self.link = Link::Up { conn, next_ping, last_rx };
@@ -425,7 +457,9 @@ impl Client {
             _ => {}
         }
         self.expire_requests(now);
-        self.expire_sessions(now);
+        self.peers.handle_timeout(now);
+        self.route(now);
+        self.flush(now);
     }
 
     /// The node's idle timeout (the default when a node announces none).
@@ -459,7 +493,7 @@ impl Client {
     fn open_socket(&mut self, now: Millis) {
         let conn = self.next_conn;
         self.next_conn += 1;
-        let url = self.config.servers[self.server % self.config.servers.len()].clone();
+        let url = self.servers.current().to_owned();
         self.link =
             Link::Handshake { conn, deadline: now + self.config.handshake_timeout_ms, challenge: None };
         self.push(Output::OpenSocket { conn, url });
@@ -513,7 +547,7 @@ impl Client {
             self.set_state(ClientState::Offline);
         } else {
             self.failures = self.failures.saturating_add(1);
-            self.server = (self.server + 1) % self.config.servers.len();
+            self.servers.advance();
             self.in_flight.retain(|_, p| !matches!(p.purpose, Purpose::Rejoin));
         }
         self.last_failure = Some(why);
@@ -548,6 +582,8 @@ impl Client {
             ServerMessage::Welcome(w) => {
                 if matches!(self.link, Link::Handshake { challenge: Some(_), .. }) {
                     self.limits = w.limits;
+                    self.pacer = Pacer::for_limits(&w.limits, now);
+                    self.servers.learn(&w.node_urls);
                     self.on_welcome(conn, now);
                 }
             }
@@ -567,6 +603,8 @@ impl Client {
                 }
             }
         }
+        // A response frees a slot; anything may have queued requests.
+        self.flush(now);
     }
 
     fn on_challenge(&mut self, conn: ConnId, c: Challenge, now: Millis) {
@@ -613,16 +651,15 @@ impl Client {
         }
         let deadline = now + self.config.request_timeout_ms;
         let rejoin: Vec<(TopicId, bool)> = self.topics.iter().map(|(t, a)| (*t, *a)).collect();
-        for (topic, announce) in rejoin {
-            self.send_request(Pending {
+        // Re-joins go first, then what waited for the connection, all paced.
+        for (topic, announce) in rejoin.into_iter().rev() {
+            self.queued.push_front(Pending {
                 body: RequestBody::Join { topic, announce },
                 purpose: Purpose::Rejoin,
                 deadline,
             });
         }
-        while let Some(p) = self.queued.pop_front() {
-            self.send_request(p);
-        }
+        self.flush(now);
     }
 
     fn send(&mut self, conn: ConnId, msg: ClientMessage) {
@@ -641,29 +678,24 @@ impl Client {
         if self.state == ClientState::Closed {
             return Err(ClientError::closed("the client is closed"));
         }
-        let p = Pending { body, purpose, deadline: now + self.config.request_timeout_ms };
-        if matches!(self.link, Link::Up { .. }) {
-            self.send_request(p);
-        } else if self.queued.len() >= MAX_QUEUED {
-            return Err(ClientError::new(
-                Code::Node(ErrorCode::LimitExceeded),
-                "too many requests waiting for a connection",
-            ));
-        } else {
-            self.queued.push_back(p);
+        if self.queued.len() >= MAX_QUEUED {
+            return Err(ClientError::new(Code::Node(ErrorCode::LimitExceeded), "too many requests waiting"));
         }
+        self.queued.push_back(Pending { body, purpose, deadline: now + self.config.request_timeout_ms });
+        self.flush(now);
         Ok(())
     }
 
-    fn send_request(&mut self, p: Pending) {
-        let Link::Up { conn, .. } = self.link else {
-            self.queued.push_back(p);
-            return;
-        };
-        let id = self.next_request;
-        self.next_request += 1;
-        self.send(conn, ClientMessage::Request { id, body: p.body.clone() });
-        self.in_flight.insert(id, p);
+    /// Sends queued requests, in order, while online, a slot is free and the pacer has a token.
+    fn flush(&mut self, now: Millis) {
+        let Link::Up { conn, .. } = self.link else { return };
+        while !self.queued.is_empty() && self.in_flight.len() < MAX_IN_FLIGHT && self.pacer.try_take(now) {
+            let Some(p) = self.queued.pop_front() else { break };
+            let id = self.next_request;
+            self.next_request += 1;
+            self.send(conn, ClientMessage::Request { id, body: p.body.clone() });
+            self.in_flight.insert(id, p);
+        }
     }
 
     fn on_response(&mut self, id: RequestId, body: ResponseBody, now: Millis) {
@@ -723,7 +755,12 @@ impl Client {
                     self.emit(Event::Error(ClientError::new(err.code, msg)));
                 }
             }
-            Purpose::Signal { handle } => self.signal_failed(handle, err, now),
+            Purpose::Signal { handle } => {
+                if let Some(h) = handle {
+                    self.peers.signal_failed(h, err);
+                    self.route(now);
+                }
+            }
         }
     }
 
@@ -733,8 +770,11 @@ impl Client {
             NodeEvent::PeerLeft { topic, peer } => self.emit(Event::PeerLeft { topic, peer }),
             NodeEvent::Signal { from, payload } => {
                 // Payloads that are not ours to read are dropped: any peer can send anything.
-                if let Ok(signal) = PeerSignal::decode(payload) {
-                    self.on_peer_signal(from, signal, now);
+                if let Ok(signal) = PeerSignal::decode(payload)
+                    && self.state != ClientState::Closed
+                {
+                    self.peers.on_signal(from, signal, now);
+                    self.route(now);
                 }
             }
         }
@@ -776,6 +816,28 @@ impl Client {
         Ok(op)
     }
 
+    /// The application gave up on `op` (a lookup or a connect): it completes at once with
+    /// `ABORTED`. A connection attempt nobody else waits for is dropped (the peer is told); a
+    /// lookup's late reply is ignored. Join and leave are not abortable (they are quick and change
+    /// state on the node either way); for them, and for finished operations, this does nothing.
+    pub fn cancel(&mut self, op: OpId, now: Millis) {
+        let is_op = |p: &Pending| matches!(p.purpose, Purpose::Lookup { op: o, .. } if o == op);
+        let request = self.in_flight.iter().find(|(_, p)| is_op(p)).map(|(id, _)| *id);
+        let found = match request {
+            Some(id) => self.in_flight.remove(&id).is_some(),
+            None => {
+                let before = self.queued.len();
+                self.queued.retain(|p| !is_op(p));
+                self.queued.len() != before || self.peers.cancel(op)
+            }
+        };
+        self.route(now);
+        if found {
+            let err = ClientError::new(Code::Aborted, "the operation was aborted");
+            self.emit(Event::OpDone { op, result: Err(err) });
+        }
+    }
+
     /// The topics joined (confirmed by the node); these are re-joined after a reconnect.
     pub fn topics(&self) -> Vec<TopicId> {
         self.topics.keys().copied().collect()
@@ -786,7 +848,8 @@ impl Client {
         if self.state == ClientState::Closed {
             return;
         }
-        self.close_all_sessions(now);
+        self.peers.close_all(true, &ClientError::closed("the client was closed"));
+        self.route(now);
         self.shutdown(ClientError::closed("the client was closed"));
     }
 
@@ -810,17 +873,98 @@ impl Client {
                 self.emit(Event::OpDone { op, result: Err(ClientError::new(err.code, err.message.clone())) });
             }
         }
-        let handles: Vec<Handle> = self.sessions.keys().copied().collect();
-        for h in handles {
-            self.drop_session(h, None, ClientError::new(err.code, err.message.clone()));
+        // No byes: there is no link left to carry them.
+        self.peers.close_all(false, &err);
+        for o in self.peers.take_outputs() {
+            match o {
+                PeerOutput::Signal { .. } => {}
+                PeerOutput::Rtc(c) => self.push(Output::Rtc(c)),
+                PeerOutput::Event(e) => self.emit(e),
+            }
         }
         self.set_state(ClientState::Closed);
     }
 
-    /// Sends a signal without waiting for anything (used for bye on close).
-    pub(super) fn signal(&mut self, to: PeerId, signal: PeerSignal, handle: Handle, now: Millis) {
-        let body = RequestBody::Signal { to, payload: signal.encode() };
-        // Fails only when closed or the queue is full; the session deadline covers both.
-        let _ = self.request(body, Purpose::Signal { handle }, now);
+    // ---- peer connections (negotiation is in `Peers`) -----------------------------------------
+
+    /// Starts (or joins) a connection to `peer` with a data channel `label`. Completes with
+    /// [`Event::OpDone`] carrying [`OpResult::Connection`] once the data channel is open.
+    pub fn connect(&mut self, peer: PeerId, label: &str, now: Millis) -> Result<OpId, ClientError> {
+        if self.state == ClientState::Closed {
+            return Err(ClientError::closed("the client is closed"));
+        }
+        let op = self.new_op();
+        self.peers.connect(peer, label, op, now)?;
+        self.route(now);
+        Ok(op)
+    }
+
+    /// The application accepted (`true`) or rejected an [`Event::IncomingOffer`].
+    pub fn decide_incoming(&mut self, handle: Handle, accept: bool, now: Millis) {
+        self.peers.decide_incoming(handle, accept);
+        self.route(now);
+    }
+
+    /// The application closed the connection `handle`.
+    pub fn close_connection(&mut self, handle: Handle, now: Millis) {
+        self.peers.close_connection(handle);
+        self.route(now);
+    }
+
+    /// The remote peer of `handle`, while the session lives.
+    pub fn session_peer(&self, handle: Handle) -> Option<PeerId> {
+        self.peers.peer_of(handle)
+    }
+
+    /// Whether `handle` has no offer or answer in progress (`None`: no such session).
+    pub fn negotiation_stable(&self, handle: Handle) -> Option<bool> {
+        self.peers.is_stable(handle)
+    }
+
+    /// The handles of every peer session (open or not).
+    pub fn peer_handles(&self) -> Vec<Handle> {
+        self.peers.handles()
+    }
+
+    /// The browser wants to renegotiate `handle` (a track or a data channel was added or removed).
+    pub fn rtc_negotiation_needed(&mut self, handle: Handle, now: Millis) {
+        self.peers.rtc_negotiation_needed(handle);
+        self.route(now);
+    }
+
+    /// The local description (`kind`) of `handle` is set: send it.
+    pub fn rtc_local_description(&mut self, handle: Handle, kind: SdpKind, sdp: String, now: Millis) {
+        self.peers.rtc_local_description(handle, kind, sdp);
+        self.route(now);
+    }
+
+    /// A local ICE candidate of `handle` was gathered: trickle it.
+    pub fn rtc_local_candidate(&mut self, handle: Handle, candidate: Candidate, now: Millis) {
+        self.peers.rtc_local_candidate(handle, candidate);
+        self.route(now);
+    }
+
+    /// The data channel of `handle` is open.
+    pub fn rtc_channel_open(&mut self, handle: Handle, now: Millis) {
+        self.peers.rtc_channel_open(handle);
+        self.route(now);
+    }
+
+    /// ICE of `handle` failed: restart once, then give up.
+    pub fn rtc_ice_failed(&mut self, handle: Handle, now: Millis) {
+        self.peers.rtc_ice_failed(handle, now);
+        self.route(now);
+    }
+
+    /// ICE of `handle` is connected (again).
+    pub fn rtc_ice_connected(&mut self, handle: Handle, now: Millis) {
+        self.peers.rtc_ice_connected(handle);
+        self.route(now);
+    }
+
+    /// The data channel or peer connection of `handle` closed, or a WebRTC call failed.
+    pub fn rtc_closed(&mut self, handle: Handle, err: ClientError, now: Millis) {
+        self.peers.drop_session(handle, true, err);
+        self.route(now);
     }
 }

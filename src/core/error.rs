@@ -22,6 +22,8 @@ pub enum Code {
     Browser,
     /// The browser lacks something the client needs (for example Ed25519 in WebCrypto).
     Unsupported,
+    /// The application aborted the operation (its `AbortSignal` fired).
+    Aborted,
 }
 
 impl Code {
@@ -35,9 +37,22 @@ impl Code {
             Code::Closed => "CLOSED",
             Code::Browser => "BROWSER_ERROR",
             Code::Unsupported => "UNSUPPORTED",
+            Code::Aborted => "ABORTED",
         }
     }
 }
+
+/// Every code the client itself reports (besides the node's [`ErrorCode`]s), for the type
+/// declarations test.
+pub const CLIENT_CODES: [Code; 7] = [
+    Code::InvalidArgument,
+    Code::Rejected,
+    Code::Timeout,
+    Code::Closed,
+    Code::Browser,
+    Code::Unsupported,
+    Code::Aborted,
+];
 
 impl fmt::Display for Code {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -89,5 +104,61 @@ impl ClientError {
     /// A [`Code::Timeout`] error.
     pub fn timeout(message: impl Into<String>) -> Self {
         Self::new(Code::Timeout, message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The members of `export type SignalMeshErrorCode = | 'A' | 'B' ...;` in the package's types.
+    fn declared_codes() -> Vec<String> {
+        let dts = include_str!("../../js/index.d.ts");
+        let start = dts.find("export type SignalMeshErrorCode =").expect("the union is declared");
+        let body = &dts[start..];
+        let end = body.find(';').expect("the union ends");
+        body[..end].split('\'').skip(1).step_by(2).map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn the_declared_error_codes_are_exactly_the_protos_and_the_clients() {
+        let mut declared = declared_codes();
+        let mut known: Vec<String> = ErrorCode::ALL
+            .iter()
+            .map(|c| Code::Node(*c))
+            .chain(CLIENT_CODES)
+            .map(|c| c.as_str().to_owned())
+            .collect();
+        declared.sort();
+        known.sort();
+        // A duplicate in the declaration would hide a missing code.
+        let mut unique = declared.clone();
+        unique.dedup();
+        assert_eq!(unique, declared, "js/index.d.ts lists a code twice");
+        assert_eq!(
+            declared, known,
+            "js/index.d.ts SignalMeshErrorCode differs from ErrorCode + CLIENT_CODES"
+        );
+    }
+
+    #[test]
+    fn every_client_code_is_listed_once() {
+        // Adding a `Code` variant without listing it in CLIENT_CODES fails to compile here.
+        for c in CLIENT_CODES {
+            match c {
+                Code::Node(_)
+                | Code::InvalidArgument
+                | Code::Rejected
+                | Code::Timeout
+                | Code::Closed
+                | Code::Browser
+                | Code::Unsupported
+                | Code::Aborted => {}
+            }
+        }
+        let mut names: Vec<&str> = CLIENT_CODES.iter().map(|c| c.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), CLIENT_CODES.len());
     }
 }

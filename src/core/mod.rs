@@ -8,7 +8,10 @@
 //!
 //! # Layout
 //! - [`client`]: the edge session (handshake, requests, keepalive, reconnect and failover, re-join).
-//! - [`peers`]: per-peer WebRTC negotiation (sessions, glare, reject, ICE restart, bye).
+//! - [`peers`]: [`peers::Peers`], which owns every peer session and its negotiation (glare, perfect
+//!   negotiation for renegotiation, reject, ICE restart, bye); the client routes its outputs.
+//! - [`pacer`]: requests paced by the node's announced token bucket.
+//! - [`servers`]: the failover list (configured node URLs, then those nodes announce).
 //! - [`signal`]: the peer-to-peer payload (`peer/v1/peer.proto`) as domain types.
 //! - [`backoff`]: reconnect delays and the seeded random source.
 //! - [`error`]: [`ClientError`] and its stable [`Code`]s.
@@ -16,7 +19,9 @@
 pub mod backoff;
 pub mod client;
 pub mod error;
+pub mod pacer;
 pub mod peers;
+pub mod servers;
 pub mod signal;
 pub mod vecmap;
 
@@ -25,7 +30,7 @@ mod tests;
 
 pub use client::{Client, ClientState, Config, ConnId, Event, OpResult, Output, RtcCommand};
 pub use error::{ClientError, Code};
-pub use peers::Handle;
+pub use peers::{Handle, SdpKind};
 pub use signal::Candidate;
 
 /// Time in milliseconds since an arbitrary origin chosen by the shell.

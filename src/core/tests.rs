@@ -117,6 +117,11 @@ impl Sim {
 
     /// Completes the handshake on the current socket, checking the signature like a node does.
     fn authenticate(&mut self, limits: Limits) {
+        self.authenticate_with(limits, Vec::new());
+    }
+
+    /// Like [`Sim::authenticate`], with the `node_urls` the node announces in its `Welcome`.
+    fn authenticate_with(&mut self, limits: Limits, node_urls: Vec<String>) {
         let conn = self.conn.unwrap();
         self.c.handle_socket_open(conn, self.now);
         let challenge = Challenge {
@@ -138,12 +143,7 @@ impl Sim {
         assert_eq!(protocol_version, 1);
         assert_eq!(nonce, challenge.nonce);
         assert_eq!(verify(&peer_id, &challenge.node_id, &challenge.nonce, &signature), Ok(()));
-        self.node_says(ServerMessage::Welcome(Welcome {
-            protocol_version: 1,
-            peer_id,
-            limits,
-            node_urls: Vec::new(),
-        }));
+        self.node_says(ServerMessage::Welcome(Welcome { protocol_version: 1, peer_id, limits, node_urls }));
     }
 
     fn online(&mut self) {
@@ -240,6 +240,53 @@ fn given_the_first_server_down_then_the_client_lands_on_the_second() {
     s.online();
     assert_eq!(s.c.state(), ClientState::Online);
     assert_eq!(s.c.server_index(), 1);
+}
+
+#[test]
+fn given_one_configured_node_that_dies_then_the_client_fails_over_to_the_nodes_it_announced() {
+    let mut s = Sim::new(4, &SERVERS[..1]);
+    let announced = vec!["ws://b/signal".to_string(), SERVERS[0].to_string(), "ws://c/signal".to_string()];
+    s.authenticate_with(Limits::default(), announced);
+    let op = s.c.join(topic("room"), true, s.now).unwrap();
+    let (id, _) = s.requests()[0].clone();
+    s.respond(id, ResponseBody::Ok);
+    assert_eq!(s.op_result(op), Some(Ok(OpResult::Done)));
+    // Configured first, then the announced ones, without the duplicate of the configured one.
+    assert_eq!(s.c.servers(), [SERVERS[0], "ws://b/signal", "ws://c/signal"]);
+
+    // Node a dies: the client retries it once, then moves on to b, where it re-joins its topic.
+    s.socket_closed(Some(1006));
+    assert_eq!(s.c.state(), ClientState::Offline);
+    s.advance_to(s.c.poll_timeout().unwrap());
+    assert_eq!(s.opened.last().unwrap().1, SERVERS[0]);
+    s.socket_closed(None);
+    s.advance_to(s.c.poll_timeout().unwrap());
+    assert_eq!(s.opened.last().unwrap().1, "ws://b/signal");
+    // b's Welcome no longer lists the dead node a (it is configured, so it stays) but a new node d.
+    s.authenticate_with(Limits::default(), vec!["ws://c/signal".into(), "ws://d/signal".into()]);
+    assert_eq!(s.c.state(), ClientState::Online);
+    assert_eq!(s.c.server_index(), 1);
+    assert_eq!(s.c.servers(), [SERVERS[0], "ws://b/signal", "ws://c/signal", "ws://d/signal"]);
+    let rejoin = s.requests();
+    assert_eq!(rejoin.len(), 1);
+    assert_eq!(rejoin[0].1, RequestBody::Join { topic: topic("room"), announce: true });
+
+    // b dies too: after one retry of b, the client goes on to c, then d.
+    s.socket_closed(Some(1006));
+    for _ in 0..3 {
+        s.advance_to(s.c.poll_timeout().unwrap());
+        s.socket_closed(None);
+    }
+    let tail: Vec<&str> = s.opened.iter().rev().take(3).rev().map(|(_, u)| u.as_str()).collect();
+    assert_eq!(tail, ["ws://b/signal", "ws://c/signal", "ws://d/signal"]);
+}
+
+#[test]
+fn given_a_node_announcing_garbage_urls_then_only_websocket_urls_are_tried() {
+    let mut s = Sim::new(4, &SERVERS[..1]);
+    let junk = vec!["http://x/".to_string(), "javascript:1".into(), String::new(), "wss://ok/signal".into()];
+    s.authenticate_with(Limits::default(), junk);
+    assert_eq!(s.c.servers(), [SERVERS[0], "wss://ok/signal"]);
 }
 
 #[test]
@@ -563,7 +610,12 @@ impl Pair {
             x.rtc_log.push(cmd.clone());
             match cmd {
                 RtcCommand::CreateOffer { handle, ice_restart } => {
-                    x.c.rtc_local_description(handle, format!("offer restart={ice_restart}"), now);
+                    x.c.rtc_local_description(
+                        handle,
+                        SdpKind::Offer,
+                        format!("offer restart={ice_restart}"),
+                        now,
+                    );
                     x.c.rtc_local_candidate(
                         handle,
                         Candidate { candidate: "c-offer".into(), ..Default::default() },
@@ -571,7 +623,7 @@ impl Pair {
                     );
                 }
                 RtcCommand::ApplyOffer { handle, .. } => {
-                    x.c.rtc_local_description(handle, "answer".into(), now);
+                    x.c.rtc_local_description(handle, SdpKind::Answer, "answer".into(), now);
                     x.c.rtc_local_candidate(
                         handle,
                         Candidate { candidate: "c-answer".into(), ..Default::default() },
@@ -670,7 +722,7 @@ fn given_an_unknown_peer_then_connect_fails_with_peer_not_found() {
         [RtcCommand::Create { handle, .. }, RtcCommand::CreateOffer { .. }] => *handle,
         other => panic!("{other:?}"),
     };
-    s.c.rtc_local_description(h, "offer".into(), s.now);
+    s.c.rtc_local_description(h, SdpKind::Offer, "offer".into(), s.now);
     s.drain();
     let (id, _) = s.requests()[0].clone();
     s.respond(id, ResponseBody::Error { code: ErrorCode::PeerNotFound, message: "no such peer".into() });
@@ -710,7 +762,7 @@ fn given_ice_failure_then_one_restart_through_signaling_then_closed() {
     p.run();
     let Some(Ok(OpResult::Connection(ha))) = p.a.op_result(op) else { panic!() };
     // The responder sees ICE fail: it asks the initiator, which re-offers with an ICE restart.
-    let hb = p.b.c.sessions.keys().copied().next().unwrap();
+    let hb = p.b.c.peer_handles()[0];
     p.b.c.rtc_ice_failed(hb, p.b.now);
     p.b.drain();
     p.run();
@@ -718,7 +770,7 @@ fn given_ice_failure_then_one_restart_through_signaling_then_closed() {
     let applied = p.b.rtc_log.iter().filter(|c| matches!(c, RtcCommand::ApplyOffer { .. })).count();
     assert_eq!(applied, 2, "the responder applied the first offer and the restart offer");
     assert_eq!(p.a.rtc_log.iter().filter(|c| matches!(c, RtcCommand::ApplyAnswer { .. })).count(), 2);
-    assert!(p.a.c.sessions.get(&ha).is_some(), "still connected after the restart");
+    assert!(p.a.c.session_peer(ha).is_some(), "still connected after the restart");
     assert!(!p.b.events.iter().any(|e| matches!(e, Event::PeerClosed { .. })));
     // ICE is back on both sides: no deadline is left to close the connection.
     p.a.c.rtc_ice_connected(ha, p.a.now);
@@ -726,7 +778,7 @@ fn given_ice_failure_then_one_restart_through_signaling_then_closed() {
     // (Past the connect timeout, within the node's idle timeout: this scripted node never pongs.)
     p.a.advance(20_000);
     p.b.advance(20_000);
-    assert!(p.a.c.sessions.get(&ha).is_some() && p.b.c.sessions.get(&hb).is_some());
+    assert!(p.a.c.session_peer(ha).is_some() && p.b.c.session_peer(hb).is_some());
     // A second failure is final: both sides learn it is closed.
     p.a.c.rtc_ice_failed(ha, p.a.now);
     p.a.drain();
@@ -800,7 +852,7 @@ fn given_an_ice_restart_that_never_reconnects_then_the_connection_is_closed_afte
     p.a.c.rtc_ice_failed(ha, p.a.now);
     p.a.drain();
     p.run();
-    assert!(p.a.c.sessions.get(&ha).is_some());
+    assert!(p.a.c.session_peer(ha).is_some());
     p.a.advance(Config::DEFAULT_CONNECT_TIMEOUT_MS);
     assert!(p.a.events.contains(&Event::PeerClosed { handle: ha, peer: p.b.peer() }));
     p.run();
@@ -870,7 +922,7 @@ fn given_too_many_sessions_then_further_offers_are_rejected() {
         };
         s.node_says(ServerMessage::Event(NodeEvent::Signal { from, payload: offer.encode() }));
     }
-    assert_eq!(s.c.sessions.len(), peers::MAX_SESSIONS);
+    assert_eq!(s.c.peer_handles().len(), peers::MAX_SESSIONS);
     s.requests();
     let late = PeerId::from_array([0xee; 32]);
     let offer = PeerSignal {
@@ -883,4 +935,358 @@ fn given_too_many_sessions_then_further_offers_are_rejected() {
     assert_eq!(*to, late);
     assert!(matches!(PeerSignal::decode(payload.clone()).unwrap().message, PeerMessage::Reject { .. }));
     assert_eq!(s.c.connect(late, "x", s.now).unwrap_err().code, Code::Node(ErrorCode::LimitExceeded));
+}
+
+// ---- pacing ------------------------------------------------------------------------------------
+
+/// The node's token bucket, as the node keeps it (`session.rs`): refilled at `rps`, at most `burst`.
+struct NodeBucket {
+    rps: f64,
+    burst: f64,
+    tokens: f64,
+    last: Millis,
+}
+
+impl NodeBucket {
+    fn take(&mut self, now: Millis) -> bool {
+        self.tokens = (self.tokens + (now - self.last) as f64 * self.rps / 1000.0).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[test]
+fn given_16_simultaneous_connects_then_requests_are_paced_within_the_announced_bucket() {
+    let mut s = Sim::new(40, &SERVERS[..1]);
+    let limits = Limits { requests_per_second: 40, request_burst: 20, ..Limits::default() };
+    s.authenticate_with(limits, Vec::new());
+    let mut node = NodeBucket { rps: 40.0, burst: 20.0, tokens: 20.0, last: s.now };
+    let peers: Vec<PeerId> = (0..16u8).map(|i| Identity::from_seed([100 + i; 32]).peer_id()).collect();
+    let ops: Vec<OpId> = peers.iter().map(|p| s.c.connect(*p, "x", s.now).unwrap()).collect();
+    s.drain();
+    // The fake WebRTC stack makes each offer and 8 candidates at once.
+    for cmd in std::mem::take(&mut s.rtc) {
+        if let RtcCommand::CreateOffer { handle, .. } = cmd {
+            s.c.rtc_local_description(handle, SdpKind::Offer, "offer".into(), s.now);
+            for i in 0..8 {
+                let c = Candidate { candidate: format!("c{i}"), ..Default::default() };
+                s.c.rtc_local_candidate(handle, c, s.now);
+            }
+        }
+    }
+    s.drain();
+    // The node answers each request 1 ms later and checks its bucket; nothing is ever rate limited.
+    let mut per_peer: Vec<Vec<PeerMessage>> = vec![Vec::new(); peers.len()];
+    let mut total = 0;
+    let mut most_in_flight = 0;
+    while total < 16 * 9 {
+        let reqs = s.requests();
+        most_in_flight = most_in_flight.max(reqs.len());
+        for (_, body) in &reqs {
+            assert!(node.take(s.now), "the node's bucket ran dry at {} after {total} requests", s.now);
+            let RequestBody::Signal { to, payload } = body else { panic!("{body:?}") };
+            let i = peers.iter().position(|p| p == to).unwrap();
+            per_peer[i].push(PeerSignal::decode(payload.clone()).unwrap().message);
+            total += 1;
+        }
+        let start = s.now;
+        s.advance(1);
+        for (id, _) in reqs {
+            s.respond(id, ResponseBody::Ok);
+        }
+        if total == 16 * 9 {
+            break;
+        }
+        s.advance_to(s.c.poll_timeout().unwrap().max(start + 1));
+        assert!(s.now < 1000 + 10_000, "pacing stalled after {total} requests");
+    }
+    // 144 requests, 18 at once then 36 per second: about 3.5 s, not more.
+    assert!(s.now - 1000 <= 4_500, "took {} ms", s.now - 1000);
+    assert!(most_in_flight <= crate::core::client::MAX_IN_FLIGHT);
+    for msgs in &per_peer {
+        assert!(matches!(msgs[0], PeerMessage::Offer { .. }), "the offer goes before its candidates");
+        assert_eq!(msgs.len(), 9);
+    }
+    for op in ops {
+        assert_eq!(s.op_result(op), None, "no connect failed");
+    }
+}
+
+#[test]
+fn given_unanswered_requests_then_at_most_max_in_flight_are_outstanding() {
+    let mut s = Sim::new(41, &SERVERS[..1]);
+    s.online();
+    let max = crate::core::client::MAX_IN_FLIGHT;
+    for i in 0..(max + 10) {
+        s.c.join(topic(&format!("t{i}")), true, s.now).unwrap();
+    }
+    let first = s.requests();
+    assert_eq!(first.len(), max);
+    s.advance(100);
+    assert!(s.requests().is_empty(), "nothing more is sent while every slot is taken");
+    s.respond(first[0].0, ResponseBody::Ok);
+    assert_eq!(s.requests().len(), 1, "one answer frees one slot");
+}
+
+// ---- abort -------------------------------------------------------------------------------------
+
+#[test]
+fn given_an_aborted_lookup_then_it_fails_aborted_and_the_late_reply_is_ignored() {
+    let mut s = Sim::new(42, &SERVERS[..1]);
+    s.online();
+    let op = s.c.lookup(topic("t"), None, s.now).unwrap();
+    let (id, _) = s.requests()[0].clone();
+    s.c.cancel(op, s.now);
+    assert_eq!(s.op_result(op).unwrap().unwrap_err().code, Code::Aborted);
+    s.respond(id, ResponseBody::Lookup { peers: vec![], next_cursor: None });
+    assert_eq!(s.op_result(op), None, "completed once");
+    // Aborting again, or aborting a finished operation, does nothing.
+    s.take_events();
+    s.c.cancel(op, s.now);
+    assert!(s.take_events().is_empty());
+}
+
+#[test]
+fn given_an_aborted_lookup_still_queued_then_it_is_never_sent() {
+    let mut s = Sim::new(43, &SERVERS[..1]);
+    let op = s.c.lookup(topic("t"), None, s.now).unwrap();
+    s.c.cancel(op, s.now);
+    assert_eq!(s.op_result(op).unwrap().unwrap_err().code, Code::Aborted);
+    s.online();
+    assert!(s.requests().is_empty());
+}
+
+#[test]
+fn given_an_aborted_connect_then_it_fails_aborted_and_the_attempt_is_dropped_with_a_bye() {
+    let mut p = Pair::new(44, 45);
+    let op = p.a.c.connect(p.b.peer(), "x", p.a.now).unwrap();
+    p.a.drain();
+    let h = match p.a.rtc.as_slice() {
+        [RtcCommand::Create { handle, .. }, ..] => *handle,
+        other => panic!("{other:?}"),
+    };
+    p.a.c.cancel(op, p.a.now);
+    assert_eq!(p.a.op_result(op).unwrap().unwrap_err().code, Code::Aborted);
+    assert!(p.a.rtc.contains(&RtcCommand::Close { handle: h }));
+    assert!(connections(&p.a).is_empty());
+    // A later connect starts afresh and works.
+    let again = p.a.c.connect(p.b.peer(), "x", p.a.now).unwrap();
+    p.a.drain();
+    p.run();
+    assert!(matches!(p.a.op_result(again), Some(Ok(OpResult::Connection(_)))));
+}
+
+#[test]
+fn given_two_waiters_when_one_aborts_then_the_other_still_gets_the_connection() {
+    let mut p = Pair::new(46, 47);
+    let first = p.a.c.connect(p.b.peer(), "x", p.a.now).unwrap();
+    let second = p.a.c.connect(p.b.peer(), "x", p.a.now).unwrap();
+    p.a.c.cancel(first, p.a.now);
+    p.a.drain();
+    assert_eq!(p.a.op_result(first).unwrap().unwrap_err().code, Code::Aborted);
+    p.run();
+    assert!(matches!(p.a.op_result(second), Some(Ok(OpResult::Connection(_)))));
+}
+
+// ---- renegotiation (perfect negotiation) -------------------------------------------------------
+
+/// An open connection between the pair: (a's handle, b's handle).
+fn open_pair(p: &mut Pair) -> (Handle, Handle) {
+    let op = p.a.c.connect(p.b.peer(), "x", p.a.now).unwrap();
+    p.a.drain();
+    p.run();
+    let Some(Ok(OpResult::Connection(ha))) = p.a.op_result(op) else { panic!("{:?}", p.a.events) };
+    let hb = p.b.c.peer_handles()[0];
+    p.a.rtc_log.clear();
+    p.b.rtc_log.clear();
+    p.a.take_events();
+    p.b.take_events();
+    (ha, hb)
+}
+
+fn offers_applied(s: &Sim) -> Vec<String> {
+    s.rtc_log
+        .iter()
+        .filter_map(|c| if let RtcCommand::ApplyOffer { sdp, .. } = c { Some(sdp.clone()) } else { None })
+        .collect()
+}
+
+fn count(s: &Sim, f: impl Fn(&RtcCommand) -> bool) -> usize {
+    s.rtc_log.iter().filter(|c| f(c)).count()
+}
+
+fn assert_settled(p: &Pair, ha: Handle, hb: Handle) {
+    assert_eq!(p.a.c.negotiation_stable(ha), Some(true), "a is not stable: {:?}", p.a.rtc_log);
+    assert_eq!(p.b.c.negotiation_stable(hb), Some(true), "b is not stable: {:?}", p.b.rtc_log);
+    for s in [&p.a, &p.b] {
+        assert!(!s.events.iter().any(|e| matches!(e, Event::PeerClosed { .. })), "closed: {:?}", s.events);
+        assert_eq!(s.c.peer_handles().len(), 1);
+        assert!(!s.rtc_log.iter().any(|c| matches!(c, RtcCommand::Close { .. } | RtcCommand::Create { .. })));
+    }
+}
+
+#[test]
+fn given_an_open_connection_when_either_side_adds_a_track_then_it_renegotiates_in_place() {
+    for responder_adds in [false, true] {
+        let mut p = Pair::new(50, 51);
+        let (ha, hb) = open_pair(&mut p);
+        if responder_adds {
+            p.b.c.rtc_negotiation_needed(hb, p.b.now);
+            p.b.drain();
+        } else {
+            p.a.c.rtc_negotiation_needed(ha, p.a.now);
+            p.a.drain();
+        }
+        p.run();
+        let (offerer, answerer) = if responder_adds { (&p.b, &p.a) } else { (&p.a, &p.b) };
+        assert_eq!(count(offerer, |c| matches!(c, RtcCommand::CreateOffer { ice_restart: false, .. })), 1);
+        assert_eq!(offers_applied(answerer), vec!["offer restart=false".to_string()]);
+        assert_eq!(count(offerer, |c| matches!(c, RtcCommand::ApplyAnswer { .. })), 1);
+        assert_settled(&p, ha, hb);
+    }
+}
+
+#[test]
+fn given_negotiation_needed_before_the_channel_opens_then_the_first_offer_covers_it() {
+    let mut p = Pair::new(52, 53);
+    let op = p.a.c.connect(p.b.peer(), "x", p.a.now).unwrap();
+    p.a.drain();
+    let h = p.a.c.peer_handles()[0];
+    p.a.c.rtc_negotiation_needed(h, p.a.now);
+    p.a.drain();
+    p.run();
+    assert!(matches!(p.a.op_result(op), Some(Ok(OpResult::Connection(_)))));
+    assert_eq!(count(&p.a, |c| matches!(c, RtcCommand::CreateOffer { .. })), 1);
+}
+
+#[test]
+fn given_both_sides_add_a_track_at_once_then_the_polite_side_rolls_back_and_both_offers_complete() {
+    // Both seed orders, so each side is polite once.
+    for (sa, sb) in [(54, 55), (55, 54)] {
+        let mut p = Pair::new(sa, sb);
+        let (ha, hb) = open_pair(&mut p);
+        p.a.c.rtc_negotiation_needed(ha, p.a.now);
+        p.b.c.rtc_negotiation_needed(hb, p.b.now);
+        p.a.drain();
+        p.b.drain();
+        // Both offers are made before either arrives (the step runs each side's WebRTC first).
+        let a_offer = p.a.rtc.clone();
+        let b_offer = p.b.rtc.clone();
+        assert!(matches!(a_offer.as_slice(), [RtcCommand::CreateOffer { .. }]));
+        assert!(matches!(b_offer.as_slice(), [RtcCommand::CreateOffer { .. }]));
+        p.run();
+        let a_polite = p.a.peer() > p.b.peer();
+        let (polite, impolite) = if a_polite { (&p.a, &p.b) } else { (&p.b, &p.a) };
+        // The impolite side never applied the colliding offer; the polite side answered it and then
+        // made its own offer again, which the impolite side answered.
+        assert_eq!(count(polite, |c| matches!(c, RtcCommand::CreateOffer { .. })), 2, "{:?}", polite.rtc_log);
+        assert_eq!(offers_applied(polite).len(), 1);
+        assert_eq!(offers_applied(impolite).len(), 1);
+        assert_eq!(count(impolite, |c| matches!(c, RtcCommand::ApplyAnswer { .. })), 1);
+        assert_eq!(count(polite, |c| matches!(c, RtcCommand::ApplyAnswer { .. })), 1);
+        assert_settled(&p, ha, hb);
+    }
+}
+
+#[test]
+fn given_a_polite_offer_still_being_made_when_the_other_offer_arrives_then_it_is_discarded() {
+    for (sa, sb) in [(56, 57), (57, 56)] {
+        let mut p = Pair::new(sa, sb);
+        let (ha, hb) = open_pair(&mut p);
+        let (polite, impolite, hp, hi) =
+            if p.a.peer() > p.b.peer() { (&mut p.a, &mut p.b, ha, hb) } else { (&mut p.b, &mut p.a, hb, ha) };
+        // The polite side asked the browser for an offer, which has not reported yet...
+        polite.c.rtc_negotiation_needed(hp, polite.now);
+        polite.drain();
+        let pending = std::mem::take(&mut polite.rtc);
+        // ...when the impolite side's offer arrives and is applied (rolling back).
+        impolite.c.rtc_negotiation_needed(hi, impolite.now);
+        impolite.drain();
+        Pair::step(impolite, polite); // makes the offer
+        Pair::step(impolite, polite); // delivers it
+        assert!(
+            matches!(polite.rtc.first(), Some(RtcCommand::ApplyOffer { .. })),
+            "the polite side applies the other offer: {:?}",
+            polite.rtc
+        );
+        // Now the browser reports the rolled-back offer: it is not sent.
+        assert!(matches!(pending.as_slice(), [RtcCommand::CreateOffer { .. }]));
+        polite.c.rtc_local_description(hp, SdpKind::Offer, "stale offer".into(), polite.now);
+        polite.drain();
+        let sent: Vec<PeerMessage> = polite
+            .requests()
+            .into_iter()
+            .filter_map(|(_, b)| match b {
+                RequestBody::Signal { payload, .. } => Some(PeerSignal::decode(payload).unwrap().message),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            !sent.iter().any(|m| matches!(m, PeerMessage::Offer { sdp, .. } if sdp == "stale offer")),
+            "{sent:?}"
+        );
+        p.run();
+        assert_settled(&p, ha, hb);
+    }
+}
+
+#[test]
+fn given_a_renegotiation_during_an_ice_restart_then_both_complete() {
+    for (sa, sb) in [(58, 59), (59, 58)] {
+        let mut p = Pair::new(sa, sb);
+        let (ha, hb) = open_pair(&mut p);
+        // ICE fails on the initiator: it makes an ICE-restart offer; at the same moment the
+        // responder adds a track.
+        p.a.c.rtc_ice_failed(ha, p.a.now);
+        p.b.c.rtc_negotiation_needed(hb, p.b.now);
+        p.a.drain();
+        p.b.drain();
+        p.run();
+        // The responder applied the restart offer (at once, or after the polite initiator rolled
+        // it back and made it again), and the initiator applied the responder's offer.
+        assert!(offers_applied(&p.b).contains(&"offer restart=true".to_string()), "{:?}", p.b.rtc_log);
+        assert!(offers_applied(&p.a).contains(&"offer restart=false".to_string()), "{:?}", p.a.rtc_log);
+        assert_settled(&p, ha, hb);
+        // ICE is back: nothing closes the connection afterwards.
+        p.a.c.rtc_ice_connected(ha, p.a.now);
+        p.b.c.rtc_ice_connected(hb, p.b.now);
+        p.a.advance(20_000);
+        p.b.advance(20_000);
+        assert!(p.a.c.session_peer(ha).is_some() && p.b.c.session_peer(hb).is_some());
+    }
+}
+
+#[test]
+fn given_many_renegotiations_from_both_sides_then_every_one_completes() {
+    let mut p = Pair::new(60, 61);
+    let (ha, hb) = open_pair(&mut p);
+    let mut rng = crate::core::backoff::Rng::new(5);
+    for _ in 0..50 {
+        match rng.next_u64() % 3 {
+            0 => p.a.c.rtc_negotiation_needed(ha, p.a.now),
+            1 => p.b.c.rtc_negotiation_needed(hb, p.b.now),
+            _ => {
+                p.a.c.rtc_negotiation_needed(ha, p.a.now);
+                p.b.c.rtc_negotiation_needed(hb, p.b.now);
+            }
+        }
+        p.a.drain();
+        p.b.drain();
+        if rng.next_u64() % 2 == 0 {
+            p.run();
+        } else {
+            Pair::step(&mut p.a, &mut p.b);
+        }
+    }
+    p.run();
+    assert_settled(&p, ha, hb);
+    let answers = count(&p.a, |c| matches!(c, RtcCommand::ApplyAnswer { .. }))
+        + count(&p.b, |c| matches!(c, RtcCommand::ApplyAnswer { .. }));
+    let offers = offers_applied(&p.a).len() + offers_applied(&p.b).len();
+    assert_eq!(answers, offers, "every applied offer was answered and the answer applied");
 }

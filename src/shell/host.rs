@@ -5,10 +5,9 @@
 use js_sys::{Array, Function, Object, Promise, Reflect};
 use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{RtcDataChannel, RtcPeerConnection};
 
 use crate::core::vecmap::VecMap;
-use crate::core::{ClientError, Event, Handle, OpId, OpResult};
+use crate::core::{ClientError, Event, Handle, OpId, OpResult, RtcCommand};
 
 /// A JavaScript `Error` with a stable `code` (the facade turns it into a `SignalMeshError`).
 pub fn error_value(e: &ClientError) -> JsValue {
@@ -31,20 +30,9 @@ fn object(fields: &[(&str, &JsValue)]) -> JsValue {
     o.into()
 }
 
-/// The raw connection the facade wraps into a `PeerConnection`.
-pub fn connection(
-    handle: Handle,
-    peer: &str,
-    pc: &RtcPeerConnection,
-    channel: Option<RtcDataChannel>,
-) -> JsValue {
-    let channel: JsValue = channel.map(Into::into).unwrap_or(JsValue::NULL);
-    object(&[
-        ("handle", &JsValue::from(handle)),
-        ("peerId", &JsValue::from_str(peer)),
-        ("pc", pc.as_ref()),
-        ("channel", &channel),
-    ])
+/// The raw connection the facade wraps into a `PeerConnection` (it owns `pc` and `channel`).
+pub fn connection(handle: Handle, peer: &str) -> JsValue {
+    object(&[("handle", &JsValue::from(handle.get())), ("peerId", &JsValue::from_str(peer))])
 }
 
 /// What an operation's promise resolves with.
@@ -93,9 +81,60 @@ impl Settle {
 pub struct Callbacks {
     emit: Function,
     incoming: Function,
+    sign: Function,
+    rtc: Function,
 }
 
 impl Callbacks {
+    /// Hands a WebRTC command to the facade: `rtc(kind, handle, a, b, c, d)` with kind
+    /// 0 create (`a` initiator, `b` label), 1 create offer (`a` ICE restart), 2 apply offer
+    /// (`a` SDP), 3 apply answer (`a` SDP), 4 add candidate (`a` candidate, `b` mid,
+    /// `c` m-line index, `d` username fragment), 5 close. It reports back through
+    /// `WasmClient.rtcReport`.
+    pub fn rtc(&self, cmd: RtcCommand) {
+        let s = |v: &str| JsValue::from_str(v);
+        let u = JsValue::UNDEFINED;
+        let (kind, h, a, b, c, d) = match cmd {
+            RtcCommand::Create { handle, initiator, label } => {
+                (0, handle, initiator.into(), s(&label), u.clone(), u)
+            }
+            RtcCommand::CreateOffer { handle, ice_restart } => {
+                (1, handle, ice_restart.into(), u.clone(), u.clone(), u)
+            }
+            RtcCommand::ApplyOffer { handle, sdp } => (2, handle, s(&sdp), u.clone(), u.clone(), u),
+            RtcCommand::ApplyAnswer { handle, sdp } => (3, handle, s(&sdp), u.clone(), u.clone(), u),
+            RtcCommand::AddCandidate { handle, candidate: c } => (
+                4,
+                handle,
+                s(&c.candidate),
+                s(&c.sdp_mid),
+                c.sdp_m_line_index.map_or(JsValue::NULL, JsValue::from),
+                s(&c.username_fragment),
+            ),
+            RtcCommand::Close { handle } => (5, handle, u.clone(), u.clone(), u.clone(), u),
+        };
+        let args = Array::new();
+        for v in [JsValue::from(kind), JsValue::from(h.get()), a, b, c, d] {
+            args.push(&v);
+        }
+        // A throwing facade must not break the engine; the session's deadline covers a lost command.
+        let _ = self.rtc.apply(&JsValue::NULL, &args);
+    }
+
+    /// Signs `message` with the facade's identity (`sign(Uint8Array) => Promise<Uint8Array>`).
+    pub fn sign(
+        &self,
+        message: &[u8],
+    ) -> impl std::future::Future<Output = Result<[u8; 64], ClientError>> + use<> {
+        let called = self.sign.call1(&JsValue::NULL, &js_sys::Uint8Array::from(message));
+        async move {
+            let failed = |_| ClientError::new(crate::core::Code::Browser, "signing the challenge failed");
+            let sig = JsFuture::from(Promise::resolve(&called.map_err(failed)?)).await.map_err(failed)?;
+            <[u8; 64]>::try_from(js_sys::Uint8Array::new(&sig).to_vec().as_slice())
+                .map_err(|_| ClientError::new(crate::core::Code::Browser, "a signature is 64 bytes"))
+        }
+    }
+
     fn emit(&self, kind: &str, detail: JsValue) {
         // A throwing listener must not break the client.
         let _ = self.emit.call2(&JsValue::NULL, &JsValue::from_str(kind), &detail);
@@ -161,7 +200,7 @@ impl Callbacks {
             ),
             Event::PeerClosed { handle, peer } => self.emit(
                 "connection-closed",
-                object(&[("handle", &JsValue::from(handle)), ("peerId", &hex(peer.to_hex()))]),
+                object(&[("handle", &JsValue::from(handle.get())), ("peerId", &hex(peer.to_hex()))]),
             ),
             Event::Error(err) => self.error(&err),
             Event::OpDone { .. } | Event::Incoming { .. } | Event::IncomingOffer { .. } => {}
@@ -179,9 +218,10 @@ pub struct Host {
 
 impl Host {
     /// `emit(type, detail)` dispatches an event; `incoming(peerId)` returns
-    /// `boolean | Promise<boolean>`.
-    pub fn new(emit: Function, incoming: Function) -> Host {
-        Host { callbacks: Callbacks { emit, incoming }, ops: VecMap::new(), start: None }
+    /// `boolean | Promise<boolean>`; `sign(message)` returns `Promise<Uint8Array>` (64 bytes).
+    /// `rtc(kind, handle, ...)` carries out WebRTC commands (see [`Callbacks::rtc`]).
+    pub fn new(emit: Function, incoming: Function, sign: Function, rtc: Function) -> Host {
+        Host { callbacks: Callbacks { emit, incoming, sign, rtc }, ops: VecMap::new(), start: None }
     }
 
     /// The callbacks, to call without holding the driver's borrow.
@@ -201,11 +241,6 @@ impl Host {
             self.ops.insert(op, s);
         }
         p
-    }
-
-    /// Settles `op` with `settle` (a promise made earlier by [`promise`]).
-    pub fn register_op(&mut self, op: OpId, settle: Settle) {
-        self.ops.insert(op, settle);
     }
 
     /// The promise halves of `op`, once.

@@ -9,12 +9,16 @@
 //!
 //! # Layout
 //! - `socket`: one WebSocket with owned listeners. `timer`: one owned `setTimeout`.
-//! - `crypto`: Ed25519 via WebCrypto, `getRandomValues`. `rtc`: one `RTCPeerConnection`.
-//! - `host`: how results reach JavaScript (promises, events, the `onIncoming` hook).
+//! - `host`: how results reach JavaScript (promises, events, the `onIncoming` hook, signing,
+//!   WebRTC commands).
+//!
+//! Two jobs live in the JavaScript facade, where they cost far fewer bytes than Rust calling the
+//! same browser APIs through web-sys: the identity (an Ed25519 key in WebCrypto; the engine gets
+//! the public key and a `sign(message)` callback) and the `RTCPeerConnection`s (the engine sends
+//! each `RtcCommand` to an `rtc(...)` callback and the facade reports back through
+//! `WasmClient::rtc_report`).
 
-pub mod crypto;
 pub mod host;
-pub mod rtc;
 pub mod socket;
 pub mod timer;
 
@@ -22,18 +26,14 @@ pub mod timer;
 mod tests;
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use bytes::Bytes;
-use signal_mesh_proto::TopicId;
 use wasm_bindgen::JsValue;
 
-use crate::core::vecmap::VecMap;
-use crate::core::{Client, ClientError, Config, ConnId, Event, Handle, Millis, OpId, Output, RtcCommand};
-use crypto::Identity;
-use host::{Host, OpKind, Settle};
-use rtc::{Rtc, RtcReport};
+use crate::core::{Client, ClientError, Config, ConnId, Event, Handle, Millis, OpId, Output};
+use host::{Host, OpKind};
 use socket::{Socket, SocketEvent};
 use timer::Timeout;
 
@@ -47,46 +47,35 @@ pub fn now() -> Millis {
 pub struct Options {
     /// Node URLs.
     pub servers: Vec<String>,
-    /// The identity seed, or `None` for a fresh identity.
-    pub seed: Option<[u8; 32]>,
-    /// `RTCIceServer[]` as given, or `undefined`.
-    pub ice_servers: JsValue,
+    /// The public key the facade's `sign` callback signs for.
+    pub peer_id: signal_mesh_proto::PeerId,
+    /// Random bits from `crypto.getRandomValues` for the core's seed (jitter, session ids).
+    pub entropy: u64,
     /// The peer connect timeout (and the start deadline).
     pub connect_timeout_ms: Option<u64>,
 }
 
-/// A topic as the application gave it: 32 bytes, or a name that is hashed (SHA-256 of its UTF-8,
-/// exactly `TopicId::from_name`) by WebCrypto before the operation starts.
-#[derive(Debug)]
-pub enum TopicArg {
-    /// A topic id.
-    Id(TopicId),
-    /// A name to hash (already checked against `MAX_TOPIC_NAME_BYTES`).
-    Name(String),
-}
+/// Engines alive (started and not yet dropped), for the test that `close()` frees them.
+static LIVE: AtomicU32 = AtomicU32::new(0);
 
-/// A topic operation on the core, started once the topic id is known.
-pub type TopicFn = Box<dyn FnOnce(&mut Client, TopicId, Millis) -> Result<OpId, ClientError>>;
-
-/// A topic operation waiting for its own hash or for an earlier operation's.
-struct TopicOp {
-    seq: u64,
-    topic: Option<Result<TopicId, ClientError>>,
-    run: TopicFn,
-    settle: Settle,
+/// How many clients' engines are alive.
+pub fn live_engines() -> u32 {
+    LIVE.load(Ordering::Relaxed)
 }
 
 struct Inner {
     core: Client,
-    /// Topic operations in call order; each starts once it and all before it have their ids.
-    topic_ops: VecDeque<TopicOp>,
-    next_topic_seq: u64,
-    identity: Identity,
-    ice_servers: JsValue,
+    /// The operation [`Driver::op`] started last (for `AbortSignal`s).
+    last_op: Option<OpId>,
     socket: Option<(ConnId, Socket)>,
     timer: Option<(Millis, Timeout)>,
-    rtc: VecMap<Handle, Rtc>,
     host: Host,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        LIVE.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A running client. Cloning gives another handle to the same client.
@@ -102,30 +91,16 @@ impl std::fmt::Debug for Driver {
 }
 
 impl Driver {
-    /// Creates the identity and starts connecting. The returned driver is not yet online: wait
-    /// for [`Driver::started`].
-    pub async fn start(options: Options, host: Host) -> Result<Driver, ClientError> {
-        let identity = match options.seed {
-            Some(seed) => Identity::from_seed(&seed).await?,
-            None => Identity::generate().await?,
-        };
-        let mut config = Config::new(options.servers, identity.peer_id(), crypto::random_u64()?);
+    /// Starts connecting. The returned driver is not yet online: wait for [`Driver::started`].
+    pub fn start(options: Options, host: Host) -> Driver {
+        let mut config = Config::new(options.servers, options.peer_id, options.entropy);
         if let Some(ms) = options.connect_timeout_ms {
             config.connect_timeout_ms = ms;
         }
         let core = Client::new(config, now());
-        let inner = Inner {
-            core,
-            topic_ops: VecDeque::new(),
-            next_topic_seq: 0,
-            identity,
-            ice_servers: options.ice_servers,
-            socket: None,
-            timer: None,
-            rtc: VecMap::new(),
-            host,
-        };
-        Ok(Driver { inner: Rc::new(RefCell::new(inner)) })
+        let inner = Inner { core, last_op: None, socket: None, timer: None, host };
+        LIVE.fetch_add(1, Ordering::Relaxed);
+        Driver { inner: Rc::new(RefCell::new(inner)) }
     }
 
     /// A promise that resolves when the client first authenticates (rejects if it cannot).
@@ -164,77 +139,23 @@ impl Driver {
         let p = {
             let mut inner = self.inner.borrow_mut();
             match f(&mut inner.core, now()) {
-                Ok(op) => inner.host.op_promise(op, kind),
-                Err(e) => host::rejected(&e),
+                Ok(op) => {
+                    inner.last_op = Some(op);
+                    inner.host.op_promise(op, kind)
+                }
+                Err(e) => {
+                    inner.last_op = None;
+                    host::rejected(&e)
+                }
             }
         };
         self.pump();
         p
     }
 
-    /// Starts a topic operation (join, leave, lookup) and returns its promise. An id with no
-    /// operation waiting starts at once, like [`Driver::op`]; a name is hashed first. Operations
-    /// start in call order either way, so `join(name); leave(name)` joins before it leaves.
-    // One copy for join, leave and lookup (`f` is boxed, not generic).
-    pub fn topic_op(&self, kind: OpKind, topic: TopicArg, f: TopicFn) -> js_sys::Promise {
-        let (ready, name) = match topic {
-            TopicArg::Id(t) if self.inner.borrow().topic_ops.is_empty() => {
-                return self.op(kind, move |c, now| f(c, t, now));
-            }
-            TopicArg::Id(t) => (Some(Ok(t)), None),
-            TopicArg::Name(n) => (None, Some(n)),
-        };
-        let (p, settle) = host::promise(kind);
-        let Some(settle) = settle else { return p };
-        let seq = {
-            let mut inner = self.inner.borrow_mut();
-            let seq = inner.next_topic_seq;
-            inner.next_topic_seq += 1;
-            inner.topic_ops.push_back(TopicOp { seq, topic: ready, run: f, settle });
-            seq
-        };
-        if let Some(name) = name {
-            let weak = self.weak();
-            wasm_bindgen_futures::spawn_local(async move {
-                let id = crypto::sha256(name.as_bytes()).await.map(TopicId::from_array);
-                let Some(d) = Driver::from_weak(&weak) else { return };
-                if let Some(op) = d.inner.borrow_mut().topic_ops.iter_mut().find(|o| o.seq == seq) {
-                    op.topic = Some(id);
-                }
-                d.run_topic_ops();
-            });
-        }
-        p
-    }
-
-    // Runs the topic operations at the head of the queue whose ids are known.
-    fn run_topic_ops(&self) {
-        loop {
-            let op = {
-                let mut inner = self.inner.borrow_mut();
-                if inner.topic_ops.front().is_some_and(|o| o.topic.is_some()) {
-                    inner.topic_ops.pop_front()
-                } else {
-                    None
-                }
-            };
-            let Some(TopicOp { topic: Some(topic), run, settle, .. }) = op else { break };
-            let failed = {
-                let mut inner = self.inner.borrow_mut();
-                let now = now();
-                match topic.and_then(|t| run(&mut inner.core, t, now)) {
-                    Ok(op) => {
-                        inner.host.register_op(op, settle);
-                        None
-                    }
-                    Err(e) => Some((settle, e)),
-                }
-            };
-            if let Some((settle, e)) = failed {
-                settle.settle(Err(e), JsValue::UNDEFINED);
-            }
-        }
-        self.pump();
+    /// The operation the last [`Driver::op`] call started, if it started one.
+    pub fn last_op(&self) -> Option<OpId> {
+        self.inner.borrow().last_op
     }
 
     /// The client's peer id, hex.
@@ -308,10 +229,10 @@ impl Driver {
                 }
             }
             Output::Sign { conn, message } => {
-                let identity = self.inner.borrow().identity.clone();
+                let signing = self.inner.borrow().host.clone_callbacks().sign(&message);
                 let weak = self.weak();
                 wasm_bindgen_futures::spawn_local(async move {
-                    let signed = identity.sign(&message).await;
+                    let signed = signing.await;
                     let Some(d) = Driver::from_weak(&weak) else { return };
                     match signed {
                         Ok(sig) => d.with_core(|c, now| c.handle_signed(conn, sig, now)),
@@ -322,7 +243,10 @@ impl Driver {
                     }
                 });
             }
-            Output::Rtc(cmd) => self.rtc(cmd),
+            Output::Rtc(cmd) => {
+                let host = self.inner.borrow().host.clone_callbacks();
+                host.rtc(cmd);
+            }
             Output::Event(e) => self.event(e),
         }
     }
@@ -353,51 +277,9 @@ impl Driver {
         }
     }
 
-    // Not inlined: every `with_core` call site would get a copy (tens of KB of wasm).
-    #[inline(never)]
-    fn rtc(&self, cmd: RtcCommand) {
-        match cmd {
-            RtcCommand::Create { handle, initiator, label } => {
-                let weak = self.weak();
-                let ice = self.inner.borrow().ice_servers.clone();
-                let made = Rtc::new(&ice, initiator, &label, move |r| {
-                    let Some(d) = Driver::from_weak(&weak) else { return };
-                    d.with_core(|c, now| match r {
-                        RtcReport::LocalDescription(sdp) => c.rtc_local_description(handle, sdp, now),
-                        RtcReport::LocalCandidate(cand) => c.rtc_local_candidate(handle, cand, now),
-                        RtcReport::ChannelOpen => c.rtc_channel_open(handle, now),
-                        RtcReport::IceFailed => c.rtc_ice_failed(handle, now),
-                        RtcReport::IceConnected => c.rtc_ice_connected(handle, now),
-                        RtcReport::Closed(e) => c.rtc_closed(handle, e, now),
-                    });
-                });
-                match made {
-                    Ok(rtc) => {
-                        self.inner.borrow_mut().rtc.insert(handle, rtc);
-                    }
-                    Err(e) => self.inner.borrow_mut().core.rtc_closed(handle, e, now()),
-                }
-            }
-            RtcCommand::Close { handle } => {
-                let old = self.inner.borrow_mut().rtc.remove(&handle);
-                drop(old);
-            }
-            cmd @ (RtcCommand::CreateOffer { handle, .. }
-            | RtcCommand::ApplyOffer { handle, .. }
-            | RtcCommand::ApplyAnswer { handle, .. }
-            | RtcCommand::AddCandidate { handle, .. }) => {
-                if let Some(r) = self.inner.borrow().rtc.get(&handle) {
-                    r.enqueue(cmd);
-                }
-            }
-        }
-    }
-
     fn connection_value(&self, handle: Handle) -> JsValue {
-        let inner = self.inner.borrow();
-        let peer = inner.core.session_peer(handle).map(|p| p.to_hex()).unwrap_or_default();
-        match inner.rtc.get(&handle) {
-            Some(r) => host::connection(handle, &peer, r.pc(), r.channel()),
+        match self.inner.borrow().core.session_peer(handle) {
+            Some(peer) => host::connection(handle, &peer.to_hex()),
             None => JsValue::UNDEFINED,
         }
     }

@@ -601,3 +601,24 @@ export async function exchange(from, to, text, { timeout = WAIT_MS } = {}) {
     what: `message ${JSON.stringify(text)} from ${from.label}`,
   });
 }
+
+// ---------------------------------------------------------------------------------------------------
+// Extra browser switches (added for the media tests)
+
+/** Chromium switches for a fake camera and microphone that need no permission prompt. */
+export const FAKE_MEDIA_ARGS = ['--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream'];
+
+/** Launches one headless Chromium with `chromiumArgs` plus `extra`, like `launchBrowser`. */
+export async function launchBrowserWith(extra) {
+  fs.mkdirSync(TMP, { recursive: true });
+  const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'signal-mesh-chromium-'));
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    ignoreDefaultArgs: true,
+    args: [...chromiumArgs(userDataDir), ...extra],
+    timeout: 30_000,
+  });
+  browser.signalMeshUserDataDir = userDataDir;
+  return browser;
+}

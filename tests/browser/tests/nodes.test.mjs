@@ -1,0 +1,94 @@
+// A mesh of three signal-mesh-node processes (nodes 2 and 3 bootstrapped from node 1 with the id
+// `signal-mesh-node id` prints): pages on different nodes find each other by event and by lookup,
+// open a data channel, and see a crashed node's peers leave.
+
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { NODE_BIN, Suite, TMP, exchange, freePort, onlineClient, topicHex, uniqueTopic, waitLookup } from '../lib/harness.mjs';
+
+const TTL_MS = 4000;
+const suite = new Suite('nodes');
+let nodes;
+
+/** Starts node 1 on a fixed mesh port and nodes 2.. bootstrapped from it. */
+async function startMesh(n) {
+  const dir = path.join(TMP, `mesh-keys-${process.pid}`);
+  fs.mkdirSync(dir, { recursive: true });
+  const key1 = path.join(dir, 'node1.key');
+  fs.rmSync(key1, { force: true });
+  // The id is known before node 1 starts: the last word of `id`'s one line.
+  const line = execFileSync(NODE_BIN, ['id', '--key-file', key1], { encoding: 'utf8' }).trim();
+  const id1 = line.split(/\s+/).pop();
+  assert.match(id1, /^12D3KooW/, `node id line: ${line}`);
+  const p2p = await freePort();
+  const boot = `/ip4/127.0.0.1/tcp/${p2p}/p2p/${id1}`;
+  const common = ['--presence-ttl-ms', String(TTL_MS), '--heartbeat-ms', '500'];
+  const out = [];
+  for (let i = 1; i <= n; i++) {
+    const port = await freePort();
+    const args = [...common, '--public-url', `ws://127.0.0.1:${port}/signal`];
+    if (i === 1) args.push('--key-file', key1, '--p2p-listen', `/ip4/127.0.0.1/tcp/${p2p}`);
+    else args.push('--bootstrap', boot);
+    out.push(await suite.node({ name: `mesh-node${i}`, port, args }));
+  }
+  return out;
+}
+
+before(async () => {
+  await suite.setup();
+  nodes = await startMesh(3);
+}, { timeout: 90_000 });
+
+after(() => suite.close());
+
+test('(mesh 1) pages on two nodes find each other by event and lookup and open a data channel', { timeout: 90_000 }, suite.wrap(async (t) => {
+  const a = await onlineClient(suite, nodes[0]);
+  const b = await onlineClient(suite, nodes[1]);
+  const topic = uniqueTopic('two-nodes');
+  const hex = await topicHex(topic);
+  await a.call('join', topic);
+  const mark = await a.call('eventCount');
+  await b.call('join', topic);
+  // By event: a (node 1) hears that b (node 2) joined.
+  await a.waitFor((T, x) => T.sawPeerJoined(x.peer, x.hex, x.from), { peer: b.peerId, hex, from: mark }, {
+    timeout: 15_000,
+    what: 'peer-joined from the other node',
+  });
+  // By lookup, both ways.
+  await waitLookup(a, topic, [b.peerId], { timeout: 15_000 });
+  await waitLookup(b, topic, [a.peerId], { timeout: 15_000 });
+  // Offer, answer and candidates cross the mesh; the channel is direct.
+  const started = Date.now();
+  const conn = await a.call('connect', b.peerId);
+  t.diagnostic(`connect() across nodes: ${Date.now() - started} ms`);
+  assert.equal(conn.stateAtHandout, 'open');
+  await b.waitFor((T, x) => T.connTo(x), a.peerId, { what: 'incoming connection on node 2' });
+  await exchange(a, b, 'hello across the mesh');
+  await exchange(b, a, 'and back');
+}));
+
+test('(mesh 2) a crashed node\'s page leaves: the other page gets peer-left within the TTL', { timeout: 90_000 }, suite.wrap(async (t) => {
+  const a = await onlineClient(suite, nodes[0]);
+  const c = await onlineClient(suite, nodes[2]);
+  const topic = uniqueTopic('crash');
+  const hex = await topicHex(topic);
+  await a.call('join', topic);
+  await c.call('join', topic);
+  await waitLookup(a, topic, [c.peerId], { timeout: 15_000 });
+  const mark = await a.call('eventCount');
+  const killed = Date.now();
+  await nodes[2].stop({ signal: 'SIGKILL' });
+  await a.waitFor(
+    (T, x) => T.events('c', 'peer-left').slice(0).some((e) => e.detail.peerId === x.peer && e.detail.topic === x.hex),
+    { peer: c.peerId, hex, from: mark },
+    { timeout: TTL_MS + 3000, what: 'peer-left for the crashed node\'s page' },
+  );
+  const took = Date.now() - killed;
+  t.diagnostic(`peer-left ${took} ms after SIGKILL (TTL ${TTL_MS} ms)`);
+  assert.ok(took <= TTL_MS + 1500, `peer-left after ${took} ms`);
+  const r = await a.call('lookup', topic);
+  assert.ok(!r.peers.includes(c.peerId), 'gone from lookup');
+}));
