@@ -11,7 +11,7 @@ use std::time::Instant;
 use signal_mesh_node::directory::{Directory, PresenceInput};
 use signal_mesh_node::mesh::links::NoMesh;
 use signal_mesh_node::mesh::presence::ReplicaConfig;
-use signal_mesh_node::mesh::wire::{Delta, DeltaBatch, Presence, PresenceMessage, Snapshot, PeerRecord};
+use signal_mesh_node::mesh::wire::{Delta, DeltaBatch, PeerRecord, Presence, PresenceMessage, Snapshot};
 use signal_mesh_proto::{PeerId, TopicId};
 
 const ORIGINS: u64 = 9;
@@ -35,7 +35,11 @@ fn topic(i: u64) -> TopicId {
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -57,28 +61,47 @@ fn main() {
     let after = rss_kib();
     let per_record = (after.saturating_sub(before)) as f64 * 1024.0 / PEERS as f64;
     println!("remote records: {PEERS} peers over {TOPICS} topics from {ORIGINS} origins");
-    println!("  memory: {} KiB RSS -> {:.0} bytes per remote record (peer + one topic)", after - before, per_record);
-    println!("  snapshots applied in {:.0} ms ({:.2} us per record)", load.as_secs_f64() * 1e3, load.as_secs_f64() * 1e6 / PEERS as f64);
+    println!(
+        "  memory: {} KiB RSS -> {:.0} bytes per remote record (peer + one topic)",
+        after - before,
+        per_record
+    );
+    println!(
+        "  snapshots applied in {:.0} ms ({:.2} us per record)",
+        load.as_secs_f64() * 1e3,
+        load.as_secs_f64() * 1e6 / PEERS as f64
+    );
 
     // One join on a remote node (PeerUp + Announce), as gossiped.
     let join = PresenceMessage {
         incarnation: 1_796_000_000_000,
         body: Presence::Deltas(DeltaBatch {
             first_seq: 123_456,
-            deltas: vec![Delta::Up { peer: peer(1), since_ms: 1_796_000_000_000 }, Delta::Announce { peer: peer(1), topic: topic(1) }],
+            deltas: vec![
+                Delta::Up { peer: peer(1), since_ms: 1_796_000_000_000 },
+                Delta::Announce { peer: peer(1), topic: topic(1) },
+            ],
         }),
     };
     let body = join.encode().len();
     // gossipsub adds per message: source peer id (38 B), seqno (8 B), topic string, signature
     // (64 B), key omitted (inlined in the peer id), protobuf tags and the length prefix.
     let envelope = 38 + 8 + "signal-mesh/default/presence/1".len() + 64 + 16;
-    println!("gossip bytes per join (one peer joining one topic, unbatched): {body} B payload + ~{envelope} B gossipsub envelope = ~{} B per link it crosses", body + envelope);
+    println!(
+        "gossip bytes per join (one peer joining one topic, unbatched): {body} B payload + ~{envelope} B gossipsub envelope = ~{} B per link it crosses",
+        body + envelope
+    );
     let mut batch = Vec::new();
     for i in 0..100u64 {
         batch.push(Delta::Up { peer: peer(PEERS + i), since_ms: 2 });
         batch.push(Delta::Announce { peer: peer(PEERS + i), topic: topic(i) });
     }
-    let batched = PresenceMessage { incarnation: 1, body: Presence::Deltas(DeltaBatch { first_seq: 1, deltas: batch }) }.encode().len();
+    let batched = PresenceMessage {
+        incarnation: 1,
+        body: Presence::Deltas(DeltaBatch { first_seq: 1, deltas: batch }),
+    }
+    .encode()
+    .len();
     println!("  batched (100 joins in one message): {:.0} B per join", (batched + envelope) as f64 / 100.0);
 
     // Churn: joins and leaves from one origin, in batches of 10 as a busy node sends them.
@@ -88,7 +111,11 @@ fn main() {
     let t = Instant::now();
     for r in 0..rounds {
         let p = peer(10 * PEERS + r);
-        let deltas = vec![Delta::Up { peer: p, since_ms: 3 }, Delta::Announce { peer: p, topic: topic(r % TOPICS) }, Delta::Down { peer: p }];
+        let deltas = vec![
+            Delta::Up { peer: p, since_ms: 3 },
+            Delta::Announce { peer: p, topic: topic(r % TOPICS) },
+            Delta::Down { peer: p },
+        ];
         let batch = DeltaBatch { first_seq: seq + 1, deltas };
         seq += 3;
         d.presence(PresenceInput::Deltas { origin, incarnation: 1, batch }, now);

@@ -25,8 +25,9 @@
 //! [`Command::Presence`]. A signal for a peer on another node is handed to the [`Forwarder`]
 //! without waiting; the result comes back to the sender through the link task.
 
+use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::ops::Bound;
 
 use bytes::Bytes;
@@ -39,6 +40,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::mesh::links::{Forward, Forwarder, NoMesh, RemoteReply, ReplyTo};
 use crate::mesh::presence::{Change, Effects, LocalLog, OriginView, Replica, ReplicaConfig};
 use crate::mesh::wire::{Delta, DeltaBatch, NodeStatus, PeerRecord, Snapshot};
+use crate::metrics::{Metrics, Route};
 use crate::outbox::{OutboxSender, PushError};
 use crate::session::Op;
 use libp2p::PeerId as NodeKey;
@@ -163,6 +165,26 @@ pub struct Stats {
     pub topics: usize,
 }
 
+/// A topic and its peer counts ([`Directory::top_topics`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TopicCount {
+    /// The topic.
+    pub topic: TopicId,
+    /// Peers announced in it anywhere in the mesh.
+    pub announced: usize,
+    /// Members connected to this node (announced or silent).
+    pub members: usize,
+}
+
+/// The busiest topics ([`Directory::top_topics`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TopTopics {
+    /// Topics known (local members or announced in the mesh).
+    pub total: usize,
+    /// The busiest, most announced peers first.
+    pub top: Vec<TopicCount>,
+}
+
 /// The directory's tables. See the module docs.
 #[derive(Debug)]
 pub struct Directory {
@@ -181,6 +203,8 @@ pub struct Directory {
     /// For the mesh task, drained by [`Directory::take_outbound`].
     outbound: Vec<Outbound>,
     counters: Counters,
+    /// Prometheus counters (see [`crate::metrics`]).
+    metrics: Metrics,
 }
 
 impl Directory {
@@ -209,7 +233,35 @@ impl Directory {
             forwarder,
             outbound: Vec::new(),
             counters: Counters::default(),
+            metrics: Metrics::default(),
         }
+    }
+
+    /// Counts into `metrics` from now on.
+    pub fn set_metrics(&mut self, metrics: Metrics) {
+        self.metrics = metrics;
+    }
+
+    /// The `n` topics with the most announced peers (most first, then by id), and how many
+    /// topics there are: O(topics · log n), for the status page (which caches it).
+    pub fn top_topics(&self, n: usize) -> TopTopics {
+        let mut heap = BinaryHeap::with_capacity(n.saturating_add(1));
+        for (id, t) in &self.topics {
+            heap.push(Reverse((t.announced.len(), Reverse(*id))));
+            if heap.len() > n {
+                heap.pop();
+            }
+        }
+        let mut top: Vec<TopicCount> = heap
+            .into_iter()
+            .map(|Reverse((announced, Reverse(topic)))| TopicCount {
+                topic,
+                announced,
+                members: self.topics.get(&topic).map_or(0, |t| t.members.len()),
+            })
+            .collect();
+        top.sort_by(|a, b| b.announced.cmp(&a.announced).then(a.topic.cmp(&b.topic)));
+        TopTopics { total: self.topics.len(), top }
     }
 
     /// What the mesh task must do since the last call: presence deltas first.
@@ -319,6 +371,7 @@ impl Directory {
             return;
         }
         self.counters.requests += 1;
+        self.metrics.request(&op);
         let body = match op {
             Op::Join { topic, announce } => self.join(peer, topic, announce),
             Op::Leave { topic } => self.leave(peer, topic),
@@ -332,8 +385,9 @@ impl Directory {
                 }
             },
         };
-        if matches!(body, ResponseBody::Error { .. }) {
+        if let ResponseBody::Error { code, .. } = &body {
             self.counters.errors += 1;
+            self.metrics.error(*code);
         }
         let frame = encode_server(ServerMessage::Response { id, body });
         self.deliver(peer, frame);
@@ -443,6 +497,7 @@ impl Directory {
     /// Applies what the replica decided.
     fn apply_effects(&mut self, fx: Effects) {
         self.counters.presence_rejected += fx.rejected;
+        self.metrics.presence_rejected(fx.rejected);
         for change in fx.changes {
             self.apply_change(change);
         }
@@ -490,10 +545,12 @@ impl Directory {
     pub fn remote_signal(&mut self, from: PeerId, to: PeerId, payload: Bytes, reply: RemoteReply) {
         // Never forwarded again: a peer that is not here is not found (no loops).
         let result = if self.peers.contains_key(&to) {
+            let bytes = payload.len();
             let frame = encode_server(ServerMessage::Event(Event::Signal { from, payload }));
             match self.deliver_signal(from, to, frame) {
                 Ok(()) => {
                     self.counters.signals_received += 1;
+                    self.metrics.signal(Route::Received, bytes);
                     None
                 }
                 Err(code) => Some(code),
@@ -524,11 +581,13 @@ impl Directory {
     /// Delivers a signal to a local peer, or hands it to the node the peer is on (`None`: the
     /// link task answers).
     fn signal(&mut self, from: PeerId, to: PeerId, payload: Bytes, id: RequestId) -> Option<ResponseBody> {
+        let bytes = payload.len();
         if self.peers.contains_key(&to) {
             let frame = encode_server(ServerMessage::Event(Event::Signal { from, payload }));
             return Some(match self.deliver_signal(from, to, frame) {
                 Ok(()) => {
                     self.counters.signals_local += 1;
+                    self.metrics.signal(Route::Local, bytes);
                     ResponseBody::Ok
                 }
                 Err(ErrorCode::PeerBusy) => busy(to),
@@ -541,6 +600,7 @@ impl Directory {
         match self.forwarder.forward(node, fwd) {
             Ok(()) => {
                 self.counters.signals_forwarded += 1;
+                self.metrics.signal(Route::Forwarded, bytes);
                 None
             }
             Err(_) => Some(ResponseBody::Error {
@@ -568,6 +628,7 @@ impl Directory {
         match entry.queue.try_send(frame) {
             Ok(()) => true,
             Err(PushError::Full) => {
+                self.metrics.queue_drop();
                 self.evictions.push(peer);
                 false
             }
@@ -587,6 +648,7 @@ impl Directory {
             if let Some(entry) = self.peers.get(member)
                 && let Err(PushError::Full) = entry.queue.try_send(frame.clone())
             {
+                self.metrics.queue_drop();
                 self.evictions.push(*member);
             }
         }
@@ -681,6 +743,8 @@ pub enum Command {
     Snapshot(oneshot::Sender<Snapshot>),
     /// Reports [`Directory::origins`].
     Origins(Instant, oneshot::Sender<Vec<OriginView>>),
+    /// Reports [`Directory::top_topics`] (at most this many).
+    TopTopics(usize, oneshot::Sender<TopTopics>),
 }
 
 impl Directory {
@@ -709,6 +773,9 @@ impl Directory {
             }
             Command::Origins(now, reply) => {
                 let _ = reply.send(self.origins(now));
+            }
+            Command::TopTopics(n, reply) => {
+                let _ = reply.send(self.top_topics(n));
             }
         }
     }
@@ -755,6 +822,13 @@ impl DirectoryHandle {
     pub async fn snapshot(&self) -> Result<Snapshot, DirectoryClosed> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Snapshot(tx)).await?;
+        rx.await.map_err(|_| DirectoryClosed)
+    }
+
+    /// The `n` busiest topics ([`Directory::top_topics`]).
+    pub async fn top_topics(&self, n: usize) -> Result<TopTopics, DirectoryClosed> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::TopTopics(n, tx)).await?;
         rx.await.map_err(|_| DirectoryClosed)
     }
 
@@ -994,5 +1068,31 @@ mod tests {
             })
         ));
         assert_eq!(d.stats().peers, 3);
+    }
+
+    #[test]
+    fn given_topics_then_top_topics_lists_the_most_announced_first_and_bounded() {
+        let mut d = Directory::new(8);
+        let mut conns = Vec::new();
+        for n in 1..=4u8 {
+            conns.push(connect(&mut d, peer(n), u64::from(n), 16));
+            // Topic k is announced by peers 1..=k; topic 9 is joined silently by peer 1.
+            for k in n..=4 {
+                d.request(
+                    peer(n),
+                    u64::from(n),
+                    u64::from(k),
+                    Op::Join { topic: TopicId::from_array([k; 32]), announce: true },
+                );
+            }
+        }
+        d.request(peer(1), 1, 9, Op::Join { topic: TopicId::from_array([9; 32]), announce: false });
+        let top = d.top_topics(2);
+        assert_eq!(top.total, 5);
+        let counts: Vec<(u8, usize, usize)> =
+            top.top.iter().map(|t| (t.topic.as_bytes()[0], t.announced, t.members)).collect();
+        assert_eq!(counts, vec![(4, 4, 4), (3, 3, 3)]);
+        assert_eq!(d.top_topics(10).top.last().map(|t| (t.announced, t.members)), Some((0, 1)));
+        assert!(Directory::new(8).top_topics(5).top.is_empty());
     }
 }

@@ -71,6 +71,8 @@ pub(crate) struct Shared {
     pub read_chunk: usize,
     /// A batch of outgoing frames stops growing at this many bytes.
     pub write_batch_bytes: usize,
+    /// Prometheus counters.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// `GET /signal`: checks the upgrade request, answers `101 Switching Protocols` and runs the
@@ -104,6 +106,7 @@ pub(crate) async fn upgrade(State(shared): State<Arc<Shared>>, mut request: Requ
             if let Some(ticket) = &ticket {
                 ticket.upgraded();
             }
+            let _open = shared.metrics.edge_open();
             connection(Socket::new(TokioIo::new(upgraded), &shared), shared, permit).await;
         }
         drop(ticket);
@@ -257,17 +260,20 @@ async fn connection(mut sock: Socket, shared: Arc<Shared>, permit: Option<OwnedS
         if refused.is_power_of_two() {
             warn!(refused, "connection refused: at the connection limit (OVERLOADED)");
         }
+        shared.metrics.edge_closed(Some(ErrorCode::Overloaded));
         Box::pin(goodbye(&mut sock, ErrorCode::Overloaded, "the node is at its connection limit")).await;
         return;
     }
     let conn: ConnId = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let mut shutdown = shared.shutdown.clone();
     if *shutdown.borrow_and_update() {
+        shared.metrics.edge_closed(Some(ErrorCode::ShuttingDown));
         Box::pin(goodbye(&mut sock, ErrorCode::ShuttingDown, "the node is shutting down")).await;
         return;
     }
     let mut nonce = [0u8; signal_mesh_proto::auth::NONCE_LEN];
     if getrandom::fill(&mut nonce).is_err() {
+        shared.metrics.edge_closed(Some(ErrorCode::Internal));
         Box::pin(goodbye(&mut sock, ErrorCode::Internal, "no randomness for the challenge")).await;
         return;
     }
@@ -291,6 +297,7 @@ async fn connection(mut sock: Socket, shared: Arc<Shared>, permit: Option<OwnedS
     let peer = link.as_ref().map(|l| l.peer);
     match end {
         End::Gone(why) => {
+            shared.metrics.edge_closed(None);
             debug!(conn, ?peer, reason = why, "connection closed by client");
             if !sock.out.is_empty() {
                 // The reply to the client's close frame.
@@ -298,6 +305,7 @@ async fn connection(mut sock: Socket, shared: Arc<Shared>, permit: Option<OwnedS
             }
         }
         End::Close(code, reason) => {
+            shared.metrics.edge_closed(Some(code));
             // Routine closes stay at debug so that a busy node does not flood its log; closes
             // that point at a misbehaving client or a problem are worth an operator's attention.
             if matches!(code, ErrorCode::IdleTimeout | ErrorCode::SessionReplaced | ErrorCode::ShuttingDown) {
@@ -448,7 +456,10 @@ enum Step {
 fn act(shared: &Shared, conn: ConnId, session: &Session, link: &mut Option<Link>, action: Action) -> Step {
     let command = match action {
         Action::None => return Step::None,
-        Action::Send(msg) => return Step::Write(encode_server(msg)),
+        Action::Send(msg) => {
+            shared.metrics.response(&msg);
+            return Step::Write(encode_server(msg));
+        }
         Action::Close { reply, code, reason } => {
             return Step::End(reply.map(encode_server), End::Close(code, reason));
         }

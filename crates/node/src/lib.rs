@@ -19,7 +19,11 @@
 //!   timeout, rate-limited accept errors, bounded shutdown); `tls`: built-in TLS, SIGHUP reload.
 //! - [`mesh`]: the libp2p mesh of nodes: presence replication (sans-IO [`mesh::presence`]),
 //!   signal forwarding between nodes ([`mesh::links`]), the swarm task, node status.
-//! - `http`: `/health` (and later `/metrics`, `/status`).
+//! - [`metrics`]: the Prometheus families ([`metrics::Metrics`], a cloneable handle of
+//!   atomics the gateway, directory and mesh count into) in one registry with libp2p-metrics.
+//! - [`status`]: the management view of the whole mesh ([`status::StatusDoc`]), cached.
+//! - `http`: `/health`, `/ready`, `/status`, `/metrics` and the dashboard (`dashboard/`,
+//!   embedded with `include_str!`).
 //! - `main.rs`: the binary: parse flags, set up logging, bind, print the listening line, run
 //!   until SIGINT/SIGTERM.
 //!
@@ -53,8 +57,10 @@ mod http;
 pub mod identity;
 mod listener;
 pub mod mesh;
+pub mod metrics;
 pub mod outbox;
 pub mod session;
+pub mod status;
 mod tls;
 mod ws;
 
@@ -190,13 +196,19 @@ impl Node {
             max_peers_per_origin: mesh_config.max_peers_per_origin,
             ..mesh::presence::ReplicaConfig::default()
         };
-        let mesh = mesh::Mesh::new(identity::keypair(&self.identity), mesh_config).await?;
-        let directory = directory::Directory::with_mesh(
+        let heartbeat = mesh_config.heartbeat;
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = metrics::Metrics::register(&mut registry);
+        let mesh =
+            mesh::Mesh::new(identity::keypair(&self.identity), mesh_config, &mut registry, metrics.clone())
+                .await?;
+        let mut directory = directory::Directory::with_mesh(
             config.max_topics_per_peer,
             mesh.incarnation(),
             replica,
             Box::new(mesh.forwarder()),
         );
+        directory.set_metrics(metrics.clone());
         let (mesh_tx, mesh_rx) = tokio::sync::mpsc::channel(MESH_OUTBOUND);
         let (directory, directory_task) =
             directory::spawn_with_mesh(directory, DIRECTORY_INBOX, Some(mesh_tx));
@@ -223,13 +235,28 @@ impl Node {
             refused: AtomicU64::new(0),
             read_chunk: config.ws_read_buffer_bytes as usize,
             write_batch_bytes: config.ws_write_buffer_bytes as usize,
+            metrics: metrics.clone(),
         });
-        let mut app = Router::new().route("/signal", get(gateway::upgrade)).merge(http::routes());
+        let management = Arc::new(status::Management::new(
+            mesh_handle.clone(),
+            shared.directory.clone(),
+            metrics,
+            registry,
+            shared.shutdown.clone(),
+            heartbeat,
+        ));
+        let mut app = Router::new()
+            .route("/signal", get(gateway::upgrade))
+            .merge(http::routes(management, config.static_dir.is_none()));
         if let Some(dir) = &config.static_dir {
             app = app.fallback_service(tower_http::services::ServeDir::new(dir));
         }
         let app = app.with_state(shared);
-        info!(addr = %listener.local_addr()?, node = %mesh_handle.node(), "serving /signal and /health");
+        info!(
+            addr = %listener.local_addr()?,
+            node = %mesh_handle.node(),
+            "serving /signal, /health, /ready, /status, /metrics and the dashboard"
+        );
         let limits = listener::Limits {
             header_timeout: Duration::from_millis(u64::from(config.header_timeout_ms)),
             max_pending: config.max_pending_connections as usize,

@@ -177,7 +177,7 @@ function withTimeout(promise, ms, what) {
 export class NodeProcess {
   /**
    * @param {object} opts
-   * @param {string} opts.staticDir directory served at `/`
+   * @param {string|null} opts.staticDir directory served at `/` (null: none, the dashboard is there)
    * @param {number} [opts.port] 0 (default) for an ephemeral port
    * @param {string[]} [opts.args] extra flags
    * @param {Record<string,string>} [opts.env] extra environment (e.g. SIGNAL_MESH_* limits)
@@ -212,8 +212,8 @@ export class NodeProcess {
     const args = [
       '--listen',
       `127.0.0.1:${this.port}`,
-      '--static-dir',
-      this.staticDir,
+      // staticDir: null serves no site: the node's own dashboard is at `/`.
+      ...(this.staticDir ? ['--static-dir', this.staticDir] : []),
       ...this.args,
     ];
     const child = spawn(NODE_BIN, args, {

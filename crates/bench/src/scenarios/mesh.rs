@@ -100,7 +100,12 @@ pub fn run(g: &Global, o: &Opts) -> Result<Report, BenchError> {
         g,
         o,
         1,
-        vec!["--key-file".into(), key.display().to_string(), "--p2p-listen".into(), format!("/ip4/127.0.0.1/tcp/{p2p}")],
+        vec![
+            "--key-file".into(),
+            key.display().to_string(),
+            "--p2p-listen".into(),
+            format!("/ip4/127.0.0.1/tcp/{p2p}"),
+        ],
     )?];
     for i in 2..o.nodes {
         nodes.push(start_node(g, o, i, vec!["--bootstrap".into(), boot.clone()])?);
@@ -282,7 +287,12 @@ async fn lookup_count(c: &mut Client, t: TopicId) -> Result<usize, BenchError> {
     }
 }
 
-async fn wait_lookup_count(c: &mut Client, t: TopicId, want: usize, limit: Duration) -> Result<(), BenchError> {
+async fn wait_lookup_count(
+    c: &mut Client,
+    t: TopicId,
+    want: usize,
+    limit: Duration,
+) -> Result<(), BenchError> {
     let deadline = Instant::now() + limit;
     loop {
         if lookup_count(c, t).await? >= want {
@@ -326,7 +336,13 @@ async fn wait_event(c: &mut Client, what: impl Fn(&Event) -> bool) -> Result<(),
     }
 }
 
-async fn ping_pong(a: &mut Client, b: &mut Client, pa: PeerId, pb: PeerId, n: u64) -> Result<Histogram<u64>, BenchError> {
+async fn ping_pong(
+    a: &mut Client,
+    b: &mut Client,
+    pa: PeerId,
+    pb: PeerId,
+    n: u64,
+) -> Result<Histogram<u64>, BenchError> {
     let mut h = report::new_histogram();
     let payload = Bytes::from(vec![0x5a; 1024]);
     for _ in 0..n {

@@ -26,6 +26,7 @@ use tracing::{debug, warn};
 
 use super::wire::{ForwardFrame, LinkFrame, ResultFrame};
 use crate::directory::{Close, Command, DirectoryHandle};
+use crate::metrics::Metrics;
 use crate::outbox::{OutboxReplier, PushError};
 
 /// Signals queued for one link before [`Links::forward`] refuses more.
@@ -127,6 +128,7 @@ pub struct Links {
     protocol: StreamProtocol,
     timeout: Duration,
     links: HashMap<NodeKey, mpsc::Sender<Forward>>,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for Links {
@@ -139,7 +141,13 @@ impl Links {
     /// Links opening streams for `protocol` through `control`; `timeout` bounds a signal's
     /// time from hand-over to result.
     pub fn new(control: libp2p_stream::Control, protocol: StreamProtocol, timeout: Duration) -> Links {
-        Links { control, protocol, timeout, links: HashMap::new() }
+        Links { control, protocol, timeout, links: HashMap::new(), metrics: Metrics::default() }
+    }
+
+    /// Records relay latency and forwarding errors in `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Links {
+        self.metrics = metrics;
+        self
     }
 }
 
@@ -160,7 +168,8 @@ impl Forwarder for Links {
             Ok(()) => None,
             Err(e) => Some(e.into_inner()),
         };
-        tokio::spawn(run_link(node, self.control.clone(), self.protocol.clone(), rx, self.timeout));
+        let metrics = self.metrics.clone();
+        tokio::spawn(run_link(node, self.control.clone(), self.protocol.clone(), rx, self.timeout, metrics));
         self.links.insert(node, tx);
         match fwd {
             None => Ok(()),
@@ -176,6 +185,7 @@ async fn run_link(
     protocol: StreamProtocol,
     mut rx: mpsc::Receiver<Forward>,
     timeout: Duration,
+    metrics: Metrics,
 ) {
     loop {
         let first = match tokio::time::timeout(LINK_IDLE, rx.recv()).await {
@@ -186,7 +196,7 @@ async fn run_link(
         match tokio::time::timeout(timeout, control.open_stream(node, protocol.clone())).await {
             Ok(Ok(stream)) => {
                 debug!(%node, "signal link open");
-                run_stream(node, stream, first, &mut rx, timeout).await;
+                run_stream(node, stream, first, &mut rx, timeout, &metrics).await;
             }
             Ok(Err(e)) => {
                 debug!(%node, error = %e, "cannot open a signal link");
@@ -216,7 +226,14 @@ async fn run_stream(
     first: Forward,
     rx: &mut mpsc::Receiver<Forward>,
     timeout: Duration,
+    metrics: &Metrics,
 ) {
+    // Answers a signal and records how long it took (its deadline is its send time + timeout).
+    let settle = |(reply, deadline): (ReplyTo, Instant), error: Option<ErrorCode>| {
+        let took = timeout.saturating_sub(deadline.saturating_duration_since(Instant::now()));
+        metrics.relayed(took, error);
+        reply.answer(error);
+    };
     let (read, mut write) = stream.split();
     let (results_tx, mut results) = mpsc::channel::<ResultFrame>(RESULT_QUEUE);
     let reader = tokio::spawn(read_results(node, read, results_tx));
@@ -262,12 +279,12 @@ async fn run_stream(
             }
             result = results.recv() => match result {
                 Some(r) => {
-                    if let Some((reply, _)) = pending.remove(&r.seq) {
-                        reply.answer(r.error);
+                    if let Some(sent) = pending.remove(&r.seq) {
+                        settle(sent, r.error);
                     }
                     while let Ok(r) = results.try_recv() {
-                        if let Some((reply, _)) = pending.remove(&r.seq) {
-                            reply.answer(r.error);
+                        if let Some(sent) = pending.remove(&r.seq) {
+                            settle(sent, r.error);
                         }
                     }
                 }
@@ -281,16 +298,16 @@ async fn run_stream(
                     warn!(%node, signals = late.len(), "signals not confirmed in time: PEER_UNREACHABLE");
                 }
                 for seq in late {
-                    if let Some((reply, _)) = pending.remove(&seq) {
-                        reply.answer(Some(ErrorCode::PeerUnreachable));
+                    if let Some(sent) = pending.remove(&seq) {
+                        settle(sent, Some(ErrorCode::PeerUnreachable));
                     }
                 }
             }
         }
     }
     reader.abort();
-    for (_, (reply, _)) in std::mem::take(&mut pending) {
-        reply.answer(Some(ErrorCode::PeerUnreachable));
+    for (_, sent) in std::mem::take(&mut pending) {
+        settle(sent, Some(ErrorCode::PeerUnreachable));
     }
     for fwd in batch {
         fwd.reply.answer(Some(ErrorCode::PeerUnreachable));

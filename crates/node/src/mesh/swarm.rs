@@ -30,6 +30,8 @@ use super::wire::{
 };
 use super::{MeshConfig, Names};
 use crate::directory::{Command, DirectoryHandle, Outbound, PresenceInput, Report};
+use crate::metrics::Metrics;
+use libp2p::metrics::{Metrics as Libp2pMetrics, Recorder};
 
 /// How often the directory is asked to expire silent nodes.
 const TICK: Duration = Duration::from_millis(100);
@@ -189,6 +191,12 @@ impl MeshHandle {
         self.control.send(Control::Block(node, blocked)).await.is_ok()
     }
 
+    /// Whether this node has completed its first presence sync with the mesh (true from the
+    /// start for a node without bootstrap addresses).
+    pub fn is_synced(&self) -> bool {
+        *self.synced.borrow()
+    }
+
     /// Resolves once this node has completed its first presence sync with the mesh (at once
     /// for a node without bootstrap addresses).
     pub async fn synced(&self) {
@@ -206,6 +214,8 @@ pub struct Mesh {
     listen: Vec<Multiaddr>,
     incarnation: u64,
     started: Instant,
+    metrics: Metrics,
+    p2p_metrics: Libp2pMetrics,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -227,8 +237,14 @@ fn unix_ms() -> u64 {
 
 impl Mesh {
     /// Builds the swarm for `keypair` and starts listening; returns once every listen address
-    /// is bound.
-    pub async fn new(keypair: identity::Keypair, config: MeshConfig) -> Result<Mesh, MeshError> {
+    /// is bound. libp2p's own metrics (`libp2p_*`, bandwidth included) go into `registry`, the
+    /// mesh's counters into `metrics`.
+    pub async fn new(
+        keypair: identity::Keypair,
+        config: MeshConfig,
+        registry: &mut prometheus_client::registry::Registry,
+        metrics: Metrics,
+    ) -> Result<Mesh, MeshError> {
         let names = config.names();
         let local = keypair.public().to_peer_id();
         let transport = |e: &dyn std::fmt::Display| MeshError::Transport(e.to_string());
@@ -291,6 +307,7 @@ impl Mesh {
             .with_quic()
             .with_dns()
             .map_err(|e| transport(&e))?
+            .with_bandwidth_metrics(registry)
             .with_behaviour(behaviour)
             .map_err(|e| transport(&e))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
@@ -336,7 +353,17 @@ impl Mesh {
                 _ => {}
             }
         }
-        Ok(Mesh { swarm, config, names, listen, incarnation: unix_ms(), started: Instant::now() })
+        let p2p_metrics = Libp2pMetrics::new(registry);
+        Ok(Mesh {
+            swarm,
+            config,
+            names,
+            listen,
+            incarnation: unix_ms(),
+            started: Instant::now(),
+            metrics,
+            p2p_metrics,
+        })
     }
 
     /// This node's id.
@@ -361,6 +388,7 @@ impl Mesh {
             self.names.signal.clone(),
             self.config.forward_timeout,
         )
+        .with_metrics(self.metrics.clone())
     }
 
     /// Runs the mesh in a task until `shutdown` resolves (then says farewell).
@@ -413,6 +441,8 @@ impl Mesh {
             control: control_rx,
             connected: HashSet::new(),
             bootstrapped: false,
+            metrics: self.metrics,
+            p2p_metrics: self.p2p_metrics,
         };
         (handle, tokio::spawn(task.run()))
     }
@@ -446,6 +476,8 @@ struct EventLoop {
     /// Nodes of this network with a live connection (identify confirmed).
     connected: HashSet<NodeKey>,
     bootstrapped: bool,
+    metrics: Metrics,
+    p2p_metrics: Libp2pMetrics,
 }
 
 impl EventLoop {
@@ -639,12 +671,25 @@ impl EventLoop {
         }
     }
 
+    /// Feeds libp2p-metrics.
+    fn record(&self, event: &SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(e)) => self.p2p_metrics.record(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(e)) => self.p2p_metrics.record(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.p2p_metrics.record(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(e)) => self.p2p_metrics.record(e),
+            _ => {}
+        }
+        self.p2p_metrics.record(event);
+    }
+
     async fn send_presence(&mut self, input: PresenceInput) {
         let _ = self.directory.send(Command::Presence(Box::new(input), Instant::now().into_std())).await;
     }
 
     fn malformed(&mut self, from: NodeKey, what: &str, error: &dyn std::fmt::Display) {
         self.malformed_total += 1;
+        self.metrics.malformed();
         let count = self.malformed.entry(from).or_default();
         *count += 1;
         debug!(node = %from, %error, "malformed {what} dropped");
@@ -657,6 +702,7 @@ impl EventLoop {
     }
 
     async fn on_swarm(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        self.record(&event);
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
@@ -706,7 +752,9 @@ impl EventLoop {
                 }
                 request_response::Message::Response { response, .. } => {
                     self.fetching.remove(&peer);
-                    match Snapshot::decode(&response) {
+                    let decoded = Snapshot::decode(&response);
+                    self.metrics.snapshot_fetch(decoded.is_ok());
+                    match decoded {
                         Ok(snapshot) => {
                             debug!(node = %peer, peers = snapshot.peers.len(), seq = snapshot.seq, "snapshot received");
                             self.send_presence(PresenceInput::Snapshot { origin: peer, snapshot }).await;
@@ -724,6 +772,7 @@ impl EventLoop {
                 ..
             })) => {
                 debug!(node = %peer, %error, "snapshot request failed");
+                self.metrics.snapshot_fetch(false);
                 self.fetching.remove(&peer);
                 self.send_presence(PresenceInput::SnapshotFailed { origin: peer }).await;
             }
