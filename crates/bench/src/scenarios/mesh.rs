@@ -345,6 +345,26 @@ async fn ping_pong(
 ) -> Result<Histogram<u64>, BenchError> {
     let mut h = report::new_histogram();
     let payload = Bytes::from(vec![0x5a; 1024]);
+    // B's presence must have reached node 1 first (until then: PEER_NOT_FOUND), and A's node 2.
+    for (from, to) in [(&mut *a, pb), (&mut *b, pa)] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !matches!(
+            from.request(RequestBody::Signal { to, payload: payload.clone() }).await?,
+            ResponseBody::Ok
+        ) {
+            if Instant::now() > deadline {
+                return Err(BenchError::Timeout("the partner's presence on the other node"));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    for c in [&mut *a, &mut *b] {
+        loop {
+            if let ServerMessage::Event(Event::Signal { .. }) = c.next().await? {
+                break;
+            }
+        }
+    }
     for _ in 0..n {
         let sent = Instant::now();
         // Acknowledgements are not waited for: they are read and skipped below.
