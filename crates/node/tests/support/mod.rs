@@ -176,6 +176,11 @@ impl Client {
         }
     }
 
+    /// Forgets the frames kept in the backlog.
+    pub fn drain_events(&mut self) {
+        self.backlog.clear();
+    }
+
     /// Waits for the first frame matching `f`, keeping the others in the backlog.
     pub async fn wait_for<T>(&mut self, mut f: impl FnMut(&ServerMessage) -> Option<T>) -> T {
         if let Some(i) = self.backlog.iter().position(|m| f(m).is_some()) {
