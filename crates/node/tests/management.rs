@@ -12,7 +12,7 @@ use libp2p::Multiaddr;
 use serde_json::Value;
 use signal_mesh_node::{Config, RunningNode};
 use signal_mesh_proto::{ErrorCode, PeerId, ResponseBody, ServerMessage};
-use support::{Client, code, config, ok, start, topic};
+use support::{Client, code, config, ok, start, tcp_addr, topic};
 
 /// Generous bound for anything that must converge.
 const CONVERGE: Duration = Duration::from_secs(20);
@@ -169,15 +169,6 @@ fn mesh_config() -> Config {
     c.presence_ttl_ms = 3_000;
     c.heartbeat_ms = 500;
     c
-}
-
-fn tcp_addr(node: &RunningNode) -> Multiaddr {
-    node.mesh()
-        .listen_addrs()
-        .iter()
-        .find(|a| a.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::Tcp(_))))
-        .cloned()
-        .expect("a TCP listen address")
 }
 
 async fn mesh(n: usize) -> Vec<RunningNode> {

@@ -8,12 +8,11 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use libp2p::Multiaddr;
 use signal_mesh_node::{Config, RunningNode};
 use signal_mesh_proto::{
     ClientMessage, ErrorCode, Event, PeerId, RequestBody, ResponseBody, ServerMessage, TopicId,
 };
-use support::{Client, code, config, ok, start, topic};
+use support::{Client, code, config, ok, start, tcp_addr, topic};
 use tracing_subscriber::filter::Targets;
 
 /// Generous bound for anything the mesh must converge to.
@@ -29,16 +28,6 @@ fn mesh_config() -> Config {
 /// The tests run one at a time: each starts several nodes, and together they would starve a
 /// 2-core machine (gossip that waits too long in a send queue is dropped by design).
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// The TCP multiaddr of `node` (with `/p2p/<id>`).
-fn tcp_addr(node: &RunningNode) -> Multiaddr {
-    node.mesh()
-        .listen_addrs()
-        .iter()
-        .find(|a| a.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::Tcp(_))))
-        .cloned()
-        .expect("a TCP listen address")
-}
 
 /// Starts `n` nodes, the others bootstrapped from the first, and waits until each is synced.
 async fn mesh(n: usize, cfg: impl Fn() -> Config) -> Vec<RunningNode> {

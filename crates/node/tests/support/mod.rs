@@ -30,6 +30,16 @@ pub async fn start(config: Config) -> RunningNode {
     Node::start(config).await.expect("node starts")
 }
 
+/// The TCP mesh multiaddr of `node` (with `/p2p/<id>`), for other nodes' `--bootstrap`.
+pub fn tcp_addr(node: &RunningNode) -> libp2p::Multiaddr {
+    node.mesh()
+        .listen_addrs()
+        .iter()
+        .find(|a| a.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::Tcp(_))))
+        .cloned()
+        .expect("a TCP listen address")
+}
+
 pub fn identity() -> Identity {
     signal_mesh_node::identity::generate().unwrap()
 }
