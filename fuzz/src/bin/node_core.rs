@@ -18,12 +18,15 @@ use bytes::Bytes;
 use signal_mesh_node::directory::{ConnId, Directory, Outlet, PresenceInput};
 use signal_mesh_node::mesh::links::NoMesh;
 use signal_mesh_node::mesh::presence::ReplicaConfig;
-use signal_mesh_node::mesh::wire::{Delta, DeltaBatch, NodeStatus, PeerRecord, Presence, PresenceMessage, Snapshot};
+use signal_mesh_node::mesh::wire::{
+    Delta, DeltaBatch, NodeStatus, PeerRecord, Presence, PresenceMessage, Snapshot,
+};
 use signal_mesh_node::outbox::{Bounds, OutboxReceiver, Received, outbox_with};
 use signal_mesh_node::session::{Action, Op, Session, SessionConfig};
 use signal_mesh_proto::auth::Identity;
 use signal_mesh_proto::{
-    ClientMessage, NodeId, PeerId, RequestBody, ResponseBody, ServerMessage, TopicId, decode_server, encode_client,
+    ClientMessage, NodeId, PeerId, RequestBody, ResponseBody, ServerMessage, TopicId, decode_server,
+    encode_client,
 };
 
 const CLIENTS: usize = 3;
@@ -99,7 +102,8 @@ impl Harness {
     fn new(now: Instant) -> Harness {
         let node_id = NodeId::new(Bytes::from_static(&[7; 32])).unwrap_or_else(|e| panic!("node id: {e}"));
         let directory = Directory::with_mesh(4, 1, ReplicaConfig::default(), Box::new(NoMesh));
-        let identities: Vec<Identity> = (0..CLIENTS).map(|i| Identity::from_seed([i as u8 + 1; 32])).collect();
+        let identities: Vec<Identity> =
+            (0..CLIENTS).map(|i| Identity::from_seed([i as u8 + 1; 32])).collect();
         let mut remote_peers: Vec<PeerId> = identities.iter().map(Identity::peer_id).collect();
         remote_peers.extend((0..3u8).map(|i| PeerId::from_array([0xa0 + i; 32])));
         let origins = (0..2u8)
@@ -200,7 +204,9 @@ impl Harness {
                         Presence::Heartbeat { seq, status } => {
                             PresenceInput::Heartbeat { origin, incarnation: m.incarnation, seq, status }
                         }
-                        Presence::Farewell { .. } => PresenceInput::Farewell { origin, incarnation: m.incarnation },
+                        Presence::Farewell { .. } => {
+                            PresenceInput::Farewell { origin, incarnation: m.incarnation }
+                        }
                     };
                     self.directory.presence(input, self.now);
                     self.drain_all();
@@ -370,7 +376,11 @@ impl Harness {
                     {
                         responses += 1;
                         if let (ResponseBody::Lookup { peers, .. }, Some(limit)) = (&body, limit) {
-                            assert!(peers.len() <= limit as usize, "a page of {} for a limit of {limit}", peers.len());
+                            assert!(
+                                peers.len() <= limit as usize,
+                                "a page of {} for a limit of {limit}",
+                                peers.len()
+                            );
                             assert!(peers.windows(2).all(|w| w[0] < w[1]), "a page out of order: {peers:?}");
                         }
                     }

@@ -9,12 +9,12 @@ use std::path::Path;
 
 use bytes::{Bytes, BytesMut};
 use signal_mesh_node::mesh::wire::{
-    Delta, DeltaBatch, ForwardFrame, LinkFrame, NodeStatus, PeerRecord, Presence, PresenceMessage, ResultFrame,
-    Snapshot,
+    Delta, DeltaBatch, ForwardFrame, LinkFrame, NodeStatus, PeerRecord, Presence, PresenceMessage,
+    ResultFrame, Snapshot,
 };
 use signal_mesh_proto::{
-    ClientMessage, ErrorCode, Event, PeerId, RequestBody, ResponseBody, ServerMessage, TopicId, encode_client,
-    encode_server,
+    ClientMessage, ErrorCode, Event, PeerId, RequestBody, ResponseBody, ServerMessage, TopicId,
+    encode_client, encode_server,
 };
 use signal_mesh_ws::differential::{Rng, stream};
 
@@ -52,7 +52,10 @@ fn main() -> std::io::Result<()> {
         ClientMessage::Request { id: 1, body: RequestBody::Join { topic, announce: true } },
         ClientMessage::Request { id: 2, body: RequestBody::Leave { topic } },
         ClientMessage::Request { id: 3, body: RequestBody::Lookup { topic, limit: 10, cursor: Some(peer) } },
-        ClientMessage::Request { id: 4, body: RequestBody::Signal { to: peer, payload: Bytes::from_static(b"sdp") } },
+        ClientMessage::Request {
+            id: 4,
+            body: RequestBody::Signal { to: peer, payload: Bytes::from_static(b"sdp") },
+        },
         ClientMessage::Ping(9),
         ClientMessage::Pong(9),
     ];
@@ -63,7 +66,10 @@ fn main() -> std::io::Result<()> {
         ServerMessage::Event(Event::Signal { from: peer, payload: Bytes::from_static(b"answer") }),
         ServerMessage::Event(Event::PeerJoined { topic, peer }),
         ServerMessage::Event(Event::PeerLeft { topic, peer }),
-        ServerMessage::Response { id: 5, body: ResponseBody::Lookup { peers: vec![peer], next_cursor: Some(peer) } },
+        ServerMessage::Response {
+            id: 5,
+            body: ResponseBody::Lookup { peers: vec![peer], next_cursor: Some(peer) },
+        },
         ServerMessage::Response { id: 6, body: ResponseBody::Ok },
         ServerMessage::Response {
             id: 7,
@@ -88,15 +94,27 @@ fn main() -> std::io::Result<()> {
     };
     let presence = [
         Presence::Deltas(deltas),
-        Presence::Heartbeat { seq: 4, status: NodeStatus { version: "0.1.0".into(), ..NodeStatus::default() } },
+        Presence::Heartbeat {
+            seq: 4,
+            status: NodeStatus { version: "0.1.0".into(), ..NodeStatus::default() },
+        },
         Presence::Farewell { seq: 4 },
     ];
     for (i, body) in presence.into_iter().enumerate() {
         let m = PresenceMessage { incarnation: 1, body };
         write(dir, "mesh_wire", format!("presence-{i}"), &with_prefix(0, &m.encode()))?;
-        write(dir, "node_core", format!("gossip-{i}"), &[&[8, 0, 0][..], &with_prefix(0, &m.encode())[1..]].concat())?;
+        write(
+            dir,
+            "node_core",
+            format!("gossip-{i}"),
+            &[&[8, 0, 0][..], &with_prefix(0, &m.encode())[1..]].concat(),
+        )?;
     }
-    let snapshot = Snapshot { incarnation: 1, seq: 4, peers: vec![PeerRecord { peer, since_ms: 5, topics: vec![topic] }] };
+    let snapshot = Snapshot {
+        incarnation: 1,
+        seq: 4,
+        peers: vec![PeerRecord { peer, since_ms: 5, topics: vec![topic] }],
+    };
     write(dir, "mesh_wire", "snapshot".into(), &with_prefix(1, &snapshot.encode()))?;
     let mut link = BytesMut::new();
     LinkFrame::Forward(ForwardFrame { seq: 1, from: peer, to: peer, payload: Bytes::from_static(b"offer") })
@@ -112,7 +130,10 @@ fn main() -> std::io::Result<()> {
         // a remote origin's deltas and snapshot, then lookups and a signal to a remote peer
         &[7, 0, 0, 1, 0, 0, 3, 3, 0, 5, 2, 3, 0, 7, 0, 1, 0, 3, 2, 2, 3, 10, 1, 0, 3, 1, 0, 5, 0, 4, 0, 3, 4],
         // client 1 pauses, client 0 floods it with signals
-        &[10, 1, 3, 4, 0, 1, 255, 4, 0, 1, 255, 4, 0, 1, 255, 4, 0, 1, 255, 4, 0, 1, 255, 4, 0, 1, 255, 5, 0, 255],
+        &[
+            10, 1, 3, 4, 0, 1, 255, 4, 0, 1, 255, 4, 0, 1, 255, 4, 0, 1, 255, 4, 0, 1, 255, 4, 0, 1, 255, 5,
+            0, 255,
+        ],
         // reconnects, a raw frame, a ping, a text frame, an idle timeout
         &[6, 1, 0, 2, 4, 8, 1, 16, 1, 9, 0, 7, 10, 0, 0, 5, 0, 255, 5, 0, 255, 5, 0, 255],
     ];
