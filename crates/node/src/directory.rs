@@ -37,6 +37,7 @@ use signal_mesh_proto::{
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::joined::Joined;
 use crate::mesh::links::{Forward, Forwarder, NoMesh, RemoteReply, ReplyTo};
 use crate::mesh::presence::{Change, Effects, LocalLog, OriginView, Replica, ReplicaConfig};
 use crate::mesh::wire::{Delta, DeltaBatch, NodeStatus, PeerRecord, Snapshot};
@@ -75,7 +76,7 @@ struct PeerEntry {
     conn: ConnId,
     queue: OutboxSender,
     /// Joined topics and whether the peer announces itself in each.
-    topics: HashMap<TopicId, bool>,
+    topics: Joined,
     /// When its session started (Unix ms), the tie-breaker when a peer moves between nodes.
     since_ms: u64,
 }
@@ -287,7 +288,7 @@ impl Directory {
                 .map(|(peer, e)| PeerRecord {
                     peer: *peer,
                     since_ms: e.since_ms,
-                    topics: e.topics.iter().filter(|(_, a)| **a).map(|(t, _)| *t).collect(),
+                    topics: e.topics.iter().filter(|&(_, a)| a).map(|(t, _)| t).collect(),
                 })
                 .collect(),
         }
@@ -331,7 +332,7 @@ impl Directory {
         // A fresh queue has room for the welcome; a failure means the connection is already gone.
         let _ = outlet.queue.try_send(welcome);
         let mut entry =
-            PeerEntry { conn: outlet.conn, queue: outlet.queue, topics: HashMap::new(), since_ms };
+            PeerEntry { conn: outlet.conn, queue: outlet.queue, topics: Joined::default(), since_ms };
         let replaced = match self.peers.entry(peer) {
             Entry::Occupied(mut o) => {
                 let old = o.get_mut();
@@ -397,7 +398,7 @@ impl Directory {
     fn join(&mut self, peer: PeerId, topic: TopicId, announce: bool) -> ResponseBody {
         let Some(entry) = self.peers.get_mut(&peer) else { return internal() };
         let was = match entry.topics.get(&topic) {
-            Some(&was) => Some(was),
+            Some(was) => Some(was),
             None if entry.topics.len() >= self.max_topics_per_peer => {
                 return ResponseBody::Error {
                     code: ErrorCode::LimitExceeded,
@@ -473,7 +474,7 @@ impl Directory {
                 }
             }
             Change::Withdrawn { topic, peer, .. } => {
-                let locally = self.peers.get(&peer).and_then(|e| e.topics.get(&topic)).copied() == Some(true);
+                let locally = self.peers.get(&peer).and_then(|e| e.topics.get(&topic)) == Some(true);
                 let Some(t) = self.topics.get_mut(&topic) else { return };
                 let Some(count) = t.remote.get_mut(&peer) else { return };
                 *count -= 1;
@@ -656,7 +657,7 @@ impl Directory {
 
     fn remove(&mut self, peer: PeerId) -> Option<OutboxSender> {
         let mut entry = self.peers.remove(&peer)?;
-        for (topic, announced) in entry.topics.drain() {
+        for (topic, announced) in entry.topics.take() {
             self.leave_topic(peer, topic, announced);
         }
         self.log.push(Delta::Down { peer });

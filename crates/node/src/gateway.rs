@@ -342,11 +342,13 @@ async fn serve(
 ) -> End {
     let sleep = tokio::time::sleep_until(session.deadline().into());
     tokio::pin!(sleep);
-    // A command for the directory that waits for room in its inbox.
-    let mut pending: Option<Command> = None;
+    // A command for the directory that waits for room in its inbox. Boxed: this future is part
+    // of every idle connection's task, and the rare full inbox should not make all of them
+    // larger (the reservation future and the command are ~270 B inline).
+    let mut handing: Option<Handing> = None;
     loop {
         let writing = sock.pending() > 0;
-        let reading = pending.is_none() && sock.pending() < MAX_PENDING_OUT;
+        let reading = handing.is_none() && sock.pending() < MAX_PENDING_OUT;
         tokio::select! {
             biased;
             _ = shutdown.changed() => {
@@ -359,14 +361,15 @@ async fn serve(
                 }
                 sleep.as_mut().reset(session.deadline().into());
             }
-            close = closed_of(link) => return End::Close(close.code, close.reason.into()),
-            permit = shared.directory.reserve(), if pending.is_some() => {
-                match (permit, pending.take()) {
-                    (Ok(permit), Some(command)) => permit.send(command),
-                    _ => return End::Close(ErrorCode::ShuttingDown, "the node is shutting down".into()),
+            delivered = hand_over(&mut handing), if handing.is_some() => {
+                handing = None;
+                if !delivered {
+                    return End::Close(ErrorCode::ShuttingDown, "the node is shutting down".into());
                 }
             }
-            received = recv_queue(link), if !writing => {
+            // The queue's close signal always; its frames only when nothing is pending (the
+            // queue is the bounded buffer, not the socket's).
+            received = from_queue(link, !writing) => {
                 let frame = match received {
                     Received::Frame(frame) => frame,
                     Received::Close(close) => return End::Close(close.code, close.reason.into()),
@@ -428,7 +431,10 @@ async fn serve(
                 match act(shared, conn, session, link, action) {
                     Step::None => {}
                     Step::Write(frame) => sock.push_binary(&frame),
-                    Step::Directory(command) => pending = Some(command),
+                    Step::Directory(command) => {
+                        let directory = shared.directory.clone();
+                        handing = Some(Box::pin(async move { directory.send(command).await.is_ok() }));
+                    }
                     Step::End(last, end) => {
                         if let Some(frame) = last {
                             sock.push_binary(&frame);
@@ -503,16 +509,22 @@ fn read_error(e: FrameError) -> End {
     }
 }
 
-async fn closed_of(link: &Option<Link>) -> crate::directory::Close {
-    match link {
-        Some(l) => l.queue.closed().await,
+/// Handing a command to the directory once its inbox has room; `false` if it stopped.
+type Handing = Pin<Box<dyn Future<Output = bool> + Send>>;
+
+async fn hand_over(handing: &mut Option<Handing>) -> bool {
+    match handing {
+        Some(f) => f.as_mut().await,
         None => std::future::pending().await,
     }
 }
 
-async fn recv_queue(link: &Option<Link>) -> Received {
+/// The next frame (if `frames`) or the close signal from the outbound queue (the close signal
+/// goes first); nothing before authentication.
+async fn from_queue(link: &Option<Link>, frames: bool) -> Received {
     match link {
-        Some(l) => l.queue.recv().await,
+        Some(l) if frames => l.queue.recv().await,
+        Some(l) => Received::Close(l.queue.closed().await),
         None => std::future::pending().await,
     }
 }

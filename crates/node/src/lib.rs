@@ -55,6 +55,7 @@ pub mod directory;
 mod gateway;
 mod http;
 pub mod identity;
+mod joined;
 mod listener;
 pub mod mesh;
 pub mod metrics;
