@@ -286,7 +286,11 @@ async fn main() {
     println!("RSS after churn: {:.1} MB", rss2 as f64 / 1024.0);
     let views = nodes[0].directory.origins().await.unwrap();
     let all: usize = views.iter().map(|v| v.peers).sum();
-    println!("node 1 still holds {all} remote peers from {} origins, all synced: {}", views.len(), views.iter().all(|v| v.synced));
+    println!(
+        "node 1 still holds {all} remote peers from {} origins, all synced: {}",
+        views.len(),
+        views.iter().all(|v| v.synced)
+    );
 }
 
 async fn register(dir: &DirectoryHandle, k: u64, queue: signal_mesh_node::outbox::OutboxSender) {
