@@ -304,7 +304,16 @@ impl Mesh {
             .with_tokio()
             .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
             .map_err(|e| transport(&e))?
-            .with_quic()
+            .with_quic_config(|mut c| {
+                // A crashed node's QUIC links carry no FIN: they end on the idle timeout
+                // (10 s by default, as long as the presence TTL), so its peers stayed listed
+                // for the TTL on every node linked to it over QUIC. With keep-alives every
+                // heartbeat and 3 heartbeats of silence, the link goes down when a TCP link
+                // would have had its suspect grace end.
+                c.keep_alive_interval = config.heartbeat;
+                c.max_idle_timeout = u32::try_from((config.heartbeat * 3).as_millis()).unwrap_or(u32::MAX);
+                c
+            })
             .with_dns()
             .map_err(|e| transport(&e))?
             .with_bandwidth_metrics(registry)
