@@ -1277,7 +1277,7 @@ fn given_many_renegotiations_from_both_sides_then_every_one_completes() {
         }
         p.a.drain();
         p.b.drain();
-        if rng.next_u64() % 2 == 0 {
+        if rng.next_u64().is_multiple_of(2) {
             p.run();
         } else {
             Pair::step(&mut p.a, &mut p.b);

@@ -5,7 +5,9 @@
 //! Both must report the same sequence of messages, and refuse a stream at the same frame.
 //!
 //! Cases: `SIGNAL_MESH_WS_DIFF_CASES` (default 3,000, a few seconds in CI); `scripts/fuzz-ws.sh`
-//! runs millions in release mode.
+//! runs millions in release mode. With the `differential` feature the comparison and the
+//! generator are public, for the coverage-guided fuzz target `fuzz/src/bin/ws_decoder.rs`, which
+//! feeds arbitrary bytes (seeded with [`stream`]s) to both.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{self, Read, Write};
@@ -18,7 +20,7 @@ use super::{Decoder, Event, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PO
 
 /// What either implementation made of the stream, normalized.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Seen {
+pub enum Seen {
     Binary(Vec<u8>),
     Text,
     Ping(Vec<u8>),
@@ -56,7 +58,10 @@ impl Write for Input {
     }
 }
 
-fn theirs(bytes: &[u8]) -> Vec<Seen> {
+/// What tungstenite (as a server) makes of `bytes`, and whether it stopped at invalid UTF-8
+/// (in a text message or a close reason: our decoder does not read text, so a comparison must
+/// end there).
+pub fn theirs_detailed(bytes: &[u8]) -> (Vec<Seen>, bool) {
     let config = WebSocketConfig::default().max_message_size(Some(1 << 24)).max_frame_size(Some(1 << 24));
     let mut ws =
         WebSocket::from_raw_socket(Input { data: bytes.to_vec(), at: 0 }, TRole::Server, Some(config));
@@ -69,26 +74,32 @@ fn theirs(bytes: &[u8]) -> Vec<Seen> {
             Ok(Message::Pong(_)) => seen.push(Seen::Pong),
             Ok(Message::Close(None)) => {
                 seen.push(Seen::Close(None));
-                return seen;
+                return (seen, false);
             }
             Ok(Message::Close(Some(f))) => {
                 // tungstenite answers a code nobody may send with 1002 "Protocol violation" and
                 // reports that frame (the generator never sends this reason itself).
                 let replaced = u16::from(f.code) == 1002 && f.reason.as_str() == "Protocol violation";
                 seen.push(if replaced { Seen::Refused } else { Seen::Close(Some(u16::from(f.code))) });
-                return seen;
+                return (seen, false);
             }
             Ok(Message::Frame(_)) => unreachable!("raw frames are not returned by read()"),
-            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return seen,
-            Err(_) => {
+            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return (seen, false),
+            Err(e) => {
                 seen.push(Seen::Refused);
-                return seen;
+                return (seen, matches!(e, WsError::Utf8(_)));
             }
         }
     }
 }
 
-fn ours(bytes: &[u8], rng: &mut Rng) -> Vec<Seen> {
+/// What tungstenite (as a server) makes of `bytes`.
+pub fn theirs(bytes: &[u8]) -> Vec<Seen> {
+    theirs_detailed(bytes).0
+}
+
+/// What our [`Decoder`] (as a server) makes of `bytes`, fed in cuts of `1 + cut() % 700` bytes.
+pub fn ours(bytes: &[u8], mut cut: impl FnMut() -> u64) -> Vec<Seen> {
     let mut d = Decoder::new(Role::Server, 1 << 24, 1 << 24);
     let mut buf = BytesMut::new();
     let mut rest = bytes;
@@ -122,16 +133,42 @@ fn ours(bytes: &[u8], rng: &mut Rng) -> Vec<Seen> {
         if rest.is_empty() {
             return seen;
         }
-        let cut = (rng.next() as usize % 700).clamp(1, rest.len());
+        let cut = (cut() as usize % 700).clamp(1, rest.len());
         buf.extend_from_slice(&rest[..cut]);
         rest = &rest[cut..];
     }
 }
 
-pub(super) struct Rng(u64);
+/// Compares our decoder with tungstenite on `bytes` (ours fed in cuts drawn from `cut`): the same
+/// messages, refused at the same frame. Where tungstenite stopped at invalid UTF-8, only what came
+/// before is compared, and ours must have seen a text message or refused a close there. Returns
+/// both sequences on a disagreement.
+pub fn compare(bytes: &[u8], cut: impl FnMut() -> u64) -> Result<(), (Vec<Seen>, Vec<Seen>)> {
+    let (expected, utf8) = theirs_detailed(bytes);
+    let got = ours(bytes, cut);
+    let agree = if utf8 {
+        let before = expected.len() - 1;
+        got.len() > before
+            && got[..before] == expected[..before]
+            && matches!(got[before], Seen::Text | Seen::Refused)
+    } else {
+        got == expected
+    };
+    if agree { Ok(()) } else { Err((got, expected)) }
+}
+
+/// xorshift64: the generator's randomness, reproducible from a seed.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    /// A generator from `seed` (never zero).
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+
+    /// The next number.
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x << 13;
         x ^= x >> 7;
@@ -141,18 +178,18 @@ impl Rng {
     }
 
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.next_u64() % n
     }
 
     fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next() as u8).collect()
+        (0..len).map(|_| self.next_u64() as u8).collect()
     }
 }
 
 /// A client frame with a random mask (and the 16- or 64-bit length form chosen at random when the
 /// length allows more than one, as RFC 6455 does not require the shortest).
 fn frame(rng: &mut Rng, fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let key = [rng.next() as u8, rng.next() as u8, rng.next() as u8, rng.next() as u8];
+    let key = [rng.next_u64() as u8, rng.next_u64() as u8, rng.next_u64() as u8, rng.next_u64() as u8];
     let mut out = vec![(if fin { 0x80 } else { 0 }) | opcode];
     let n = payload.len();
     if n <= 125 && rng.below(8) != 0 {
@@ -250,7 +287,7 @@ fn corrupt(rng: &mut Rng) -> Vec<u8> {
 }
 
 /// A random stream of valid messages, ending (sometimes) with a close or a corruption.
-fn stream(rng: &mut Rng) -> Vec<u8> {
+pub fn stream(rng: &mut Rng) -> Vec<u8> {
     let mut out = Vec::new();
     for _ in 0..rng.below(8) {
         match rng.below(5) {
@@ -286,14 +323,14 @@ fn stream(rng: &mut Rng) -> Vec<u8> {
 }
 
 /// Runs `cases` random streams from `seed`; panics with the seed of the first disagreement.
-pub(crate) fn run(seed: u64, cases: u64) {
+pub fn run(seed: u64, cases: u64) {
     let mut rng = Rng(seed | 1);
     for case in 0..cases {
-        let case_seed = rng.next() | 1;
+        let case_seed = rng.next_u64() | 1;
         let mut r = Rng(case_seed);
         let bytes = stream(&mut r);
         let expected = theirs(&bytes);
-        let got = ours(&bytes, &mut r);
+        let got = ours(&bytes, || r.next_u64());
         assert_eq!(
             got,
             expected,
@@ -304,6 +341,7 @@ pub(crate) fn run(seed: u64, cases: u64) {
     }
 }
 
+#[cfg(test)]
 #[test]
 fn decoder_agrees_with_tungstenite_on_random_frame_streams() {
     let cases = std::env::var("SIGNAL_MESH_WS_DIFF_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(3000);

@@ -396,8 +396,8 @@ pub fn encode_close(out: &mut Vec<u8>, code: u16, reason: &str) {
     encode_frame(out, OP_CLOSE, &payload[..2 + reason.len()]);
 }
 
-#[cfg(test)]
-mod differential;
+#[cfg(any(test, feature = "differential"))]
+pub mod differential;
 
 #[cfg(test)]
 mod tests {
