@@ -252,7 +252,7 @@ async fn main() {
             id += 2;
             pairs += 1;
         }
-        if pairs % 10_000 == 0 {
+        if pairs.is_multiple_of(10_000) {
             drain(&queues);
         }
     }
