@@ -4,6 +4,7 @@
 //! - [`ws`]: a lean WebSocket client (one buffer each way, batched writes, zero-copy frames).
 //! - [`client`]: the edge protocol over it: challenge, authentication, requests, events.
 //! - [`node`]: starting, pinning, measuring (`/proc`) and stopping the node process.
+//! - [`cluster`]: a mesh of node processes (bootstrap, add a node, HTTP `/ready`).
 //! - [`scenarios`]: `capacity`, `relay`, `churn`, `soak`, `mesh`.
 //! - [`report`]: the table and the JSON.
 //!
@@ -14,6 +15,7 @@
 //! A watchdog ends the whole run after `--max-seconds`.
 
 mod client;
+mod cluster;
 mod error;
 mod node;
 mod report;
@@ -33,6 +35,20 @@ use crate::ws::WsUrl;
 
 /// Pids of the nodes this process started, for the watchdog.
 static STARTED_NODES: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Registers a started node with the watchdog (it is killed if the run overstays).
+pub fn track_node(pid: u32) {
+    if let Ok(mut pids) = STARTED_NODES.lock() {
+        pids.push(pid);
+    }
+}
+
+/// Forgets a stopped node.
+pub fn untrack_node(pid: u32) {
+    if let Ok(mut pids) = STARTED_NODES.lock() {
+        pids.retain(|p| *p != pid);
+    }
+}
 
 #[derive(Debug, Parser)]
 #[command(name = "signal-mesh-bench", about = "Load generator for signal-mesh-node", version)]
@@ -133,6 +149,11 @@ pub struct Targets {
 }
 
 impl Targets {
+    /// Nodes started elsewhere (e.g. a [`cluster::Cluster`]), not measured through `/proc`.
+    pub fn external(urls: Vec<WsUrl>) -> Targets {
+        Targets { urls, pids: Vec::new(), started: Vec::new(), command: None, sources: Vec::new() }
+    }
+
     /// Node URL for client `i`.
     pub fn url(&self, i: u64) -> &WsUrl {
         // `urls` is never empty (checked at construction).

@@ -4,7 +4,7 @@
 //
 // Every wait here is bounded; a helper that times out throws an Error naming what it waited for.
 
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -536,6 +536,33 @@ export class TestPage {
       [fn.toString(), arg],
     );
   }
+}
+
+/**
+ * Starts a mesh of `n` node processes with `suite`: node 1 on a fixed libp2p port with a key
+ * file (so its id is known before it starts: the last word of `signal-mesh-node id`'s line),
+ * nodes 2.. bootstrapped from it. `common` flags go to every node. Each node gets
+ * `--public-url` (its own edge URL) for failover.
+ */
+export async function startMesh(suite, n, common = []) {
+  const dir = path.join(TMP, `mesh-keys-${process.pid}`);
+  fs.mkdirSync(dir, { recursive: true });
+  const key1 = path.join(dir, `${suite.name}-node1.key`);
+  fs.rmSync(key1, { force: true });
+  const line = execFileSync(NODE_BIN, ['id', '--key-file', key1], { encoding: 'utf8' }).trim();
+  const id1 = line.split(/\s+/).pop();
+  if (!/^12D3KooW/.test(id1)) throw new Error(`node id line: ${line}`);
+  const p2p = await freePort();
+  const boot = `/ip4/127.0.0.1/tcp/${p2p}/p2p/${id1}`;
+  const out = [];
+  for (let i = 1; i <= n; i++) {
+    const port = await freePort();
+    const args = [...common, '--public-url', `ws://127.0.0.1:${port}/signal`];
+    if (i === 1) args.push('--key-file', key1, '--p2p-listen', `/ip4/127.0.0.1/tcp/${p2p}`);
+    else args.push('--bootstrap', boot);
+    out.push(await suite.node({ name: `${suite.name}-mesh-node${i}`, port, args }));
+  }
+  return out;
 }
 
 /** Median and 90th percentile (nearest rank) of a list of numbers. */

@@ -3,43 +3,16 @@
 // open a data channel, and see a crashed node's peers leave.
 
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import fs from 'node:fs';
-import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { NODE_BIN, Suite, TMP, exchange, freePort, onlineClient, topicHex, uniqueTopic, waitLookup } from '../lib/harness.mjs';
+import { Suite, exchange, onlineClient, startMesh, topicHex, uniqueTopic, waitLookup } from '../lib/harness.mjs';
 
 const TTL_MS = 4000;
 const suite = new Suite('nodes');
 let nodes;
 
-/** Starts node 1 on a fixed mesh port and nodes 2.. bootstrapped from it. */
-async function startMesh(n) {
-  const dir = path.join(TMP, `mesh-keys-${process.pid}`);
-  fs.mkdirSync(dir, { recursive: true });
-  const key1 = path.join(dir, 'node1.key');
-  fs.rmSync(key1, { force: true });
-  // The id is known before node 1 starts: the last word of `id`'s one line.
-  const line = execFileSync(NODE_BIN, ['id', '--key-file', key1], { encoding: 'utf8' }).trim();
-  const id1 = line.split(/\s+/).pop();
-  assert.match(id1, /^12D3KooW/, `node id line: ${line}`);
-  const p2p = await freePort();
-  const boot = `/ip4/127.0.0.1/tcp/${p2p}/p2p/${id1}`;
-  const common = ['--presence-ttl-ms', String(TTL_MS), '--heartbeat-ms', '500'];
-  const out = [];
-  for (let i = 1; i <= n; i++) {
-    const port = await freePort();
-    const args = [...common, '--public-url', `ws://127.0.0.1:${port}/signal`];
-    if (i === 1) args.push('--key-file', key1, '--p2p-listen', `/ip4/127.0.0.1/tcp/${p2p}`);
-    else args.push('--bootstrap', boot);
-    out.push(await suite.node({ name: `mesh-node${i}`, port, args }));
-  }
-  return out;
-}
-
 before(async () => {
   await suite.setup();
-  nodes = await startMesh(3);
+  nodes = await startMesh(suite, 3, ['--presence-ttl-ms', String(TTL_MS), '--heartbeat-ms', '500']);
 }, { timeout: 90_000 });
 
 after(() => suite.close());

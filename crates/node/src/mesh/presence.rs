@@ -30,6 +30,10 @@ use super::wire::{Delta, DeltaBatch, NodeStatus, PeerRecord, Snapshot};
 /// follows is fetched again).
 const MAX_BUFFERED_BATCHES: usize = 256;
 
+/// Most batches held ahead of an origin's sequence while waiting for the missing ones; one more
+/// turns the gap into a snapshot fetch at once.
+const MAX_AHEAD_BATCHES: usize = 64;
+
 /// Most deltas in one gossip message.
 pub const MAX_DELTAS_PER_BATCH: usize = 2048;
 
@@ -47,6 +51,12 @@ pub struct ReplicaConfig {
     pub max_peers_per_origin: usize,
     /// Most announced topics recorded per peer.
     pub max_topics_per_peer: usize,
+    /// How long a gap in an origin's sequence may stay open before a snapshot is fetched.
+    /// Gossip does not keep an origin's messages in order (a direct copy and a forwarded one
+    /// race), so a batch ahead of the sequence usually means its predecessor is still on its
+    /// way; fetching a snapshot at once (all of the origin's records) for that made a 10-node
+    /// mesh under load fetch hundreds of snapshots. Zero: fetch at once.
+    pub reorder_grace: Duration,
 }
 
 impl Default for ReplicaConfig {
@@ -57,6 +67,7 @@ impl Default for ReplicaConfig {
             sync_retry: Duration::from_secs(3),
             max_peers_per_origin: 250_000,
             max_topics_per_peer: 1024,
+            reorder_grace: Duration::from_millis(500),
         }
     }
 }
@@ -164,6 +175,12 @@ struct Origin {
     deadline: Instant,
     records: HashMap<PeerId, Record>,
     status: Option<NodeStatus>,
+    /// While synced: batches that arrived ahead of `seq`, waiting for the missing ones.
+    ahead: Vec<DeltaBatch>,
+    /// The highest sequence number the origin said it has published (heartbeats, batches).
+    published: u64,
+    /// Since when `seq` has been behind `published` (None: no gap).
+    gap_since: Option<Instant>,
 }
 
 /// What the replica knows about one origin, for status pages.
@@ -235,8 +252,11 @@ impl Replica {
             self.request_snapshot(origin, now, fx);
             return;
         }
-        if !self.apply_batch(origin, &batch, fx) {
-            self.start_sync(origin, vec![batch], now, fx);
+        if self.apply_batch(origin, &batch, fx) {
+            self.drain_ahead(origin);
+            self.apply_ahead(origin, fx);
+        } else {
+            self.hold(origin, batch, now, fx);
         }
     }
 
@@ -257,7 +277,14 @@ impl Replica {
         o.deadline = now + ttl;
         o.status = Some(status);
         match &o.sync {
-            Sync::Synced if seq > o.seq => self.start_sync(origin, Vec::new(), now, fx),
+            Sync::Synced if seq > o.seq => {
+                // The last batches may still be on their way: a gap only after the grace.
+                o.published = o.published.max(seq);
+                let since = *o.gap_since.get_or_insert(now);
+                if now.saturating_duration_since(since) >= self.config.reorder_grace {
+                    self.start_sync(origin, Vec::new(), now, fx);
+                }
+            }
             Sync::Synced => {}
             Sync::Syncing { requested, .. } => {
                 if o.seq == 0 && seq == 0 && o.records.is_empty() {
@@ -276,11 +303,13 @@ impl Replica {
         let max_peers = self.config.max_peers_per_origin;
         let max_topics = self.config.max_topics_per_peer;
         let Some(o) = self.admit(origin, snapshot.incarnation, now, fx) else { return };
-        let buffered = match &mut o.sync {
+        let mut buffered = match &mut o.sync {
             Sync::Syncing { buffered, .. } => std::mem::take(buffered),
             Sync::Synced if snapshot.seq <= o.seq => return,
             Sync::Synced => Vec::new(),
         };
+        buffered.append(&mut o.ahead);
+        o.gap_since = None;
         o.last_heard = now;
         o.deadline = now + ttl;
         o.seq = snapshot.seq;
@@ -364,6 +393,20 @@ impl Replica {
         }
         let ttl = self.config.ttl;
         self.farewells.retain(|_, (_, at)| now.saturating_duration_since(*at) < ttl * 2);
+        // Gaps that stayed open for the grace are losses: fetch a snapshot.
+        let grace = self.config.reorder_grace;
+        let overdue: Vec<NodeKey> = self
+            .origins
+            .iter()
+            .filter(|(_, o)| {
+                matches!(o.sync, Sync::Synced)
+                    && o.gap_since.is_some_and(|at| now.saturating_duration_since(at) >= grace)
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for origin in overdue {
+            self.start_sync(origin, Vec::new(), now, fx);
+        }
     }
 
     /// The origin a signal for `peer` goes to: the holder with the newest session.
@@ -431,11 +474,16 @@ impl Replica {
             deadline: now + ttl,
             records: HashMap::new(),
             status: None,
+            ahead: Vec::new(),
+            published: 0,
+            gap_since: None,
         }))
     }
 
-    fn start_sync(&mut self, origin: NodeKey, buffered: Vec<DeltaBatch>, now: Instant, fx: &mut Effects) {
+    fn start_sync(&mut self, origin: NodeKey, mut buffered: Vec<DeltaBatch>, now: Instant, fx: &mut Effects) {
         if let Some(o) = self.origins.get_mut(&origin) {
+            buffered.append(&mut o.ahead);
+            o.gap_since = None;
             o.sync = Sync::Syncing { requested: None, buffered };
             self.request_snapshot(origin, now, fx);
         }
@@ -448,6 +496,45 @@ impl Replica {
         {
             *requested = Some(now);
             fx.fetch.push(origin);
+        }
+    }
+
+    /// Holds a batch that arrived ahead of the sequence; past the bound (or with no grace) the
+    /// gap is handled as a loss at once.
+    fn hold(&mut self, origin: NodeKey, batch: DeltaBatch, now: Instant, fx: &mut Effects) {
+        let grace = self.config.reorder_grace;
+        let Some(o) = self.origins.get_mut(&origin) else { return };
+        if grace.is_zero() || o.ahead.len() >= MAX_AHEAD_BATCHES {
+            self.start_sync(origin, vec![batch], now, fx);
+            return;
+        }
+        o.published = o.published.max((batch.first_seq + batch.deltas.len() as u64).saturating_sub(1));
+        o.gap_since.get_or_insert(now);
+        o.ahead.push(batch);
+    }
+
+    /// Drops held batches that the sequence has caught up with entirely.
+    fn drain_ahead(&mut self, origin: NodeKey) {
+        if let Some(o) = self.origins.get_mut(&origin) {
+            let seq = o.seq;
+            o.ahead.retain(|b| b.first_seq + b.deltas.len() as u64 > seq + 1);
+        }
+    }
+
+    /// Applies held batches that now continue the sequence; closes the gap once caught up.
+    fn apply_ahead(&mut self, origin: NodeKey, fx: &mut Effects) {
+        // Bounded: each pass removes one held batch.
+        loop {
+            let Some(o) = self.origins.get_mut(&origin) else { return };
+            let next = o.seq + 1;
+            let Some(i) = o.ahead.iter().position(|b| b.first_seq <= next) else {
+                if o.ahead.is_empty() && o.seq >= o.published {
+                    o.gap_since = None;
+                }
+                return;
+            };
+            let batch = o.ahead.swap_remove(i);
+            self.apply_batch(origin, &batch, fx);
         }
     }
 

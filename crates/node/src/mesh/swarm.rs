@@ -304,7 +304,16 @@ impl Mesh {
             .with_tokio()
             .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
             .map_err(|e| transport(&e))?
-            .with_quic()
+            .with_quic_config(|mut c| {
+                // A crashed node's QUIC links carry no FIN: they end on the idle timeout
+                // (10 s by default, as long as the presence TTL), so its peers stayed listed
+                // for the TTL on every node linked to it over QUIC. With keep-alives every
+                // heartbeat and 3 heartbeats of silence, the link goes down when a TCP link
+                // would have had its suspect grace end.
+                c.keep_alive_interval = config.heartbeat;
+                c.max_idle_timeout = u32::try_from((config.heartbeat * 3).as_millis()).unwrap_or(u32::MAX);
+                c
+            })
             .with_dns()
             .map_err(|e| transport(&e))?
             .with_bandwidth_metrics(registry)
@@ -440,6 +449,7 @@ impl Mesh {
             responses_rx,
             control: control_rx,
             connected: HashSet::new(),
+            gossip_dials: HashMap::new(),
             bootstrapped: false,
             metrics: self.metrics,
             p2p_metrics: self.p2p_metrics,
@@ -475,6 +485,8 @@ struct EventLoop {
     control: mpsc::Receiver<Control>,
     /// Nodes of this network with a live connection (identify confirmed).
     connected: HashSet<NodeKey>,
+    /// Nodes dialed because gossip told of them, and when (see `link_to`).
+    gossip_dials: HashMap<NodeKey, Instant>,
     bootstrapped: bool,
     metrics: Metrics,
     p2p_metrics: Libp2pMetrics,
@@ -559,6 +571,35 @@ impl EventLoop {
             {
                 warn!(%addr, error = %e, "cannot dial bootstrap node");
             }
+        }
+    }
+
+    /// Dials a node heard of through gossip but not linked to, at the addresses its signed
+    /// heartbeat lists. Kademlia alone left a late node linked to its bootstrap node only (its
+    /// routing table learns the others' addresses but never connects), so a crash of a node
+    /// reached it after the TTL instead of 3 heartbeats after the link closed, and its gossip
+    /// took an extra hop.
+    fn link_to(&mut self, origin: NodeKey, addresses: &[String]) {
+        if self.connected.contains(&origin)
+            || self.connected.len() >= MAX_LINKS
+            || self.swarm.is_connected(&origin)
+        {
+            return;
+        }
+        let mut any = false;
+        for addr in addresses.iter().take(8).filter_map(|a| a.parse::<Multiaddr>().ok()) {
+            if !addr.iter().any(|p| matches!(p, Protocol::Ip4(ip) if ip.is_unspecified())) {
+                self.swarm.behaviour_mut().kad.add_address(&origin, addr);
+                any = true;
+            }
+        }
+        let now = Instant::now();
+        // At most one such dial per node per REDIAL, whatever its heartbeat rate.
+        self.gossip_dials.retain(|_, at| now.saturating_duration_since(*at) < REDIAL);
+        if any && !self.gossip_dials.contains_key(&origin) {
+            self.gossip_dials.insert(origin, now);
+            debug!(node = %origin, "dialing a node heard of through gossip");
+            let _ = self.swarm.dial(fresh_port(origin));
         }
     }
 
@@ -724,6 +765,7 @@ impl EventLoop {
                                 PresenceInput::Deltas { origin, incarnation: m.incarnation, batch }
                             }
                             Presence::Heartbeat { seq, status } => {
+                                self.link_to(origin, &status.addresses);
                                 PresenceInput::Heartbeat { origin, incarnation: m.incarnation, seq, status }
                             }
                             Presence::Farewell { .. } => {

@@ -118,6 +118,11 @@ fn given_a_lost_batch_then_the_next_one_triggers_a_snapshot_and_state_converges(
     for b in a.log.take_batches() {
         r.on_deltas(a.key, 100, b, now, &mut fx);
     }
+    // The missing batch may still be on its way: held, no snapshot within the reorder grace.
+    assert!(fx.fetch.is_empty());
+    r.expire(now + Duration::from_millis(100), &mut fx);
+    assert!(fx.fetch.is_empty());
+    r.expire(now + ReplicaConfig::default().reorder_grace, &mut fx);
     assert_eq!(fx.fetch, vec![a.key]);
     assert!(!r.synced());
     view.apply(&fx);
@@ -146,6 +151,8 @@ fn given_a_lost_last_batch_then_the_heartbeat_reveals_the_gap() {
     a.down(p(1));
     let _lost = a.log.take_batches();
     r.on_heartbeat(a.key, 100, a.log.seq(), status(), now, &mut fx);
+    assert!(fx.fetch.is_empty(), "the last batch may still be on its way");
+    r.expire(now + ReplicaConfig::default().reorder_grace, &mut fx);
     assert_eq!(fx.fetch, vec![a.key]);
     r.on_snapshot(a.key, a.snapshot(), now, &mut fx);
     assert_eq!(r.route(&p(1)), None);
@@ -153,6 +160,56 @@ fn given_a_lost_last_batch_then_the_heartbeat_reveals_the_gap() {
     let mut fx = Effects::default();
     r.on_heartbeat(a.key, 100, a.log.seq(), status(), now, &mut fx);
     assert!(fx.fetch.is_empty());
+}
+
+#[test]
+fn given_batches_out_of_order_within_the_grace_then_they_apply_in_order_without_a_snapshot() {
+    let mut r = Replica::new(ReplicaConfig::default());
+    let mut a = Node::new(100);
+    let now = Instant::now();
+    let mut view = View::default();
+    let mut batches = Vec::new();
+    for i in 1..=5u8 {
+        a.up(p(i), u64::from(i));
+        a.announce(p(i), t(1));
+        batches.extend(a.log.take_batches());
+    }
+    // Batch 1 first (a new origin starts from it), then 5, 3, 4 ahead of the missing 2.
+    let mut fx = Effects::default();
+    for i in [0, 4, 2, 3] {
+        r.on_deltas(a.key, 100, batches[i].clone(), now, &mut fx);
+    }
+    assert!(fx.fetch.is_empty(), "batches ahead are held, not a reason for a snapshot");
+    view.apply(&fx);
+    assert_eq!(view.0.len(), 1, "only the in-order prefix is applied");
+    // A heartbeat in the meantime does not turn the open gap into a fetch either.
+    r.on_heartbeat(a.key, 100, a.log.seq(), status(), now + Duration::from_millis(10), &mut fx);
+    assert!(fx.fetch.is_empty());
+    let mut fx = Effects::default();
+    r.on_deltas(a.key, 100, batches[1].clone(), now + Duration::from_millis(20), &mut fx);
+    view.apply(&fx);
+    r.expire(now + Duration::from_secs(2), &mut fx);
+    assert!(fx.fetch.is_empty(), "the gap closed: no snapshot");
+    let want: std::collections::BTreeSet<_> = (1..=5u8).map(|i| (t(1), p(i))).collect();
+    assert_eq!(view.0, want);
+    assert!(r.synced());
+}
+
+#[test]
+fn given_no_reorder_grace_then_a_gap_fetches_a_snapshot_at_once() {
+    let mut r = Replica::new(ReplicaConfig { reorder_grace: Duration::ZERO, ..ReplicaConfig::default() });
+    let mut a = Node::new(100);
+    let now = Instant::now();
+    a.up(p(1), 1);
+    let first = a.log.take_batches();
+    a.up(p(2), 2);
+    let _lost = a.log.take_batches();
+    a.up(p(3), 3);
+    let mut fx = Effects::default();
+    for b in first.into_iter().chain(a.log.take_batches()) {
+        r.on_deltas(a.key, 100, b, now, &mut fx);
+    }
+    assert_eq!(fx.fetch, vec![a.key]);
 }
 
 #[test]
