@@ -144,8 +144,8 @@ pub fn ours(bytes: &[u8], mut cut: impl FnMut() -> u64) -> Vec<Seen> {
 ///
 /// Two differences are not disagreements:
 /// - where tungstenite stopped at invalid UTF-8 (our decoder does not read text), only what came
-///   before is compared, and ours must have seen a text message, refused a close, or still be
-///   waiting for the rest of a text message there;
+///   before is compared; there ours may see pings and pongs inside the text message, then its
+///   end, a close or a refusal, or still be waiting for the rest of it;
 /// - where the stream ends inside a frame, one side may refuse that frame from its header alone
 ///   (or ours report a text message, whose payload it skips) while the other waits for the rest; then both are run again on the stream followed by
 ///   70,000 zero bytes, and both must refuse at that frame — or, when ours refused a header that
@@ -172,7 +172,7 @@ pub fn compare(bytes: &[u8], mut cut: impl FnMut() -> u64) -> Result<(), (Vec<Se
 
 /// Whether `got` (ours) and `expected` (tungstenite's, `utf8` when it stopped at invalid UTF-8)
 /// agree: equal, or equal up to the UTF-8 refusal, after which ours may still see control
-/// frames inside the text message and then its end (`Text`), a refusal, or nothing yet.
+/// frames inside the text message and then its end (`Text`), a close, a refusal, or nothing yet.
 fn agrees(got: &[Seen], expected: &[Seen], utf8: bool) -> bool {
     if !utf8 {
         return got == expected;
@@ -183,7 +183,7 @@ fn agrees(got: &[Seen], expected: &[Seen], utf8: bool) -> bool {
         && got[n..]
             .iter()
             .find(|s| !matches!(s, Seen::Ping(_) | Seen::Pong))
-            .is_none_or(|s| matches!(s, Seen::Text | Seen::Refused))
+            .is_none_or(|s| matches!(s, Seen::Text | Seen::Refused | Seen::Close(_)))
 }
 
 /// Whether `early` decided on a frame at which `waiting` only waits for more bytes: the same
