@@ -1,6 +1,8 @@
 //! Parsing of application arguments from JavaScript values ("parse, don't validate"): each
 //! failure is a [`ClientError`] with code `INVALID_ARGUMENT`.
 
+use alloc::{string::String, vec::Vec};
+
 use js_sys::{Array, Reflect, Uint8Array};
 use signal_mesh_proto::{PeerId, TopicId};
 use wasm_bindgen::{JsCast, JsValue};
@@ -45,7 +47,7 @@ pub fn opt_u32(obj: &JsValue, key: &str) -> Result<Option<u32>, ClientError> {
         return Ok(None);
     }
     match v.as_f64() {
-        Some(n) if n.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&n) => Ok(Some(n as u32)),
+        Some(n) if (0.0..=f64::from(u32::MAX)).contains(&n) && f64::from(n as u32) == n => Ok(Some(n as u32)),
         _ => Err(ClientError::invalid([key, " must be a non-negative integer"].concat())),
     }
 }

@@ -2,6 +2,8 @@
 //! facade in `js/index.js`. Not a public API: the facade adds the `EventTarget`, `PeerConnection`
 //! objects and `SignalMeshError`.
 
+use alloc::{borrow::ToOwned, string::String};
+
 mod args;
 
 use js_sys::{Function, Promise};

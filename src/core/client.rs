@@ -1,6 +1,7 @@
 //! The edge session: connection attempts, authentication, requests, keepalive, reconnect.
 
-use std::collections::VecDeque;
+use alloc::collections::VecDeque;
+use alloc::{borrow::ToOwned, string::String, vec::Vec};
 
 use bytes::Bytes;
 use signal_mesh_proto::{
@@ -17,6 +18,19 @@ use super::servers::ServerList;
 use super::signal::{Candidate, PeerSignal};
 use super::vecmap::VecMap;
 use super::{Millis, OpId};
+
+/// A server frame parsed, or `None` when it is too large, not protobuf or invalid. This is
+/// `signal_mesh_proto::decode_server` without its error values: their `Display` (prost's
+/// `DecodeError` made into a `String`) would bring `core::fmt` into the wasm for a message the
+/// client never shows.
+fn decode_server(frame: Bytes) -> Option<ServerMessage> {
+    use prost::Message;
+    if frame.len() > MAX_SERVER_FRAME {
+        return None;
+    }
+    let wire = signal_mesh_proto::wire::ServerFrame::decode(frame).ok()?;
+    ServerMessage::from_wire(wire).ok()
+}
 
 /// Identifies one WebSocket attempt; inputs about an older attempt are ignored.
 pub type ConnId = u32;
@@ -480,7 +494,7 @@ impl Client {
             self.in_flight.iter().filter(|(_, p)| p.deadline <= now).map(|(id, _)| *id).collect();
         let mut dead: Vec<Pending> = expired.iter().filter_map(|id| self.in_flight.remove(id)).collect();
         let (old, keep): (Vec<Pending>, Vec<Pending>) =
-            std::mem::take(&mut self.queued).into_iter().partition(|p| p.deadline <= now);
+            core::mem::take(&mut self.queued).into_iter().partition(|p| p.deadline <= now);
         self.queued = keep.into();
         dead.extend(old);
         for p in dead {
@@ -568,9 +582,9 @@ impl Client {
         if let Link::Up { last_rx, .. } = &mut self.link {
             *last_rx = now;
         }
-        let msg = match signal_mesh_proto::decode_server(frame, MAX_SERVER_FRAME) {
-            Ok(m) => m,
-            Err(_) => {
+        let msg = match decode_server(frame) {
+            Some(m) => m,
+            None => {
                 let err =
                     ClientError::new(Code::Node(ErrorCode::BadRequest), "the node sent a malformed frame");
                 self.emit(Event::Error(err));
@@ -866,7 +880,7 @@ impl Client {
             .take_all()
             .into_iter()
             .map(|(_, p)| p)
-            .chain(std::mem::take(&mut self.queued))
+            .chain(core::mem::take(&mut self.queued))
             .collect();
         for p in pending {
             if let Purpose::Op(op) | Purpose::Lookup { op, .. } = p.purpose {

@@ -1,5 +1,7 @@
 //! Errors the client reports to the application, each with a stable code.
 
+use alloc::{string::String, vec::Vec};
+
 use core::fmt;
 
 use signal_mesh_proto::ErrorCode;
@@ -109,6 +111,8 @@ impl ClientError {
 
 #[cfg(test)]
 mod tests {
+    use std::{borrow::ToOwned, string::String, vec::Vec};
+
     use super::*;
 
     /// The members of `export type SignalMeshErrorCode = | 'A' | 'B' ...;` in the package's types.

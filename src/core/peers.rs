@@ -19,6 +19,8 @@
 //! - ICE failure: one ICE restart (the initiator re-offers; a responder asks it to) before the
 //!   connection is reported closed.
 
+use alloc::{borrow::ToOwned, string::String, vec::Vec};
+
 use signal_mesh_proto::{ErrorCode, PeerId};
 
 use super::backoff::Rng;
@@ -181,7 +183,7 @@ impl Peers {
 
     /// Every output to route, in order.
     pub fn take_outputs(&mut self) -> Vec<PeerOutput> {
-        std::mem::take(&mut self.out)
+        core::mem::take(&mut self.out)
     }
 
     fn push(&mut self, o: PeerOutput) {
@@ -321,7 +323,7 @@ impl Peers {
         s.remote_applied = true;
         s.answering = true;
         let label = s.label.clone();
-        let held = std::mem::take(&mut s.held_remote);
+        let held = core::mem::take(&mut s.held_remote);
         self.rtc(RtcCommand::Create { handle, initiator: false, label });
         self.rtc(RtcCommand::ApplyOffer { handle, sdp });
         for candidate in held {
@@ -424,7 +426,7 @@ impl Peers {
                 if s.offer_sent {
                     s.offer_sent = false;
                     s.remote_applied = true;
-                    let held = std::mem::take(&mut s.held_remote);
+                    let held = core::mem::take(&mut s.held_remote);
                     self.rtc(RtcCommand::ApplyAnswer { handle: h, sdp });
                     for candidate in held {
                         self.rtc(RtcCommand::AddCandidate { handle: h, candidate });
@@ -485,7 +487,7 @@ impl Peers {
             }
             // Glare lost, or the peer started over (it lost the old connection): the new offer
             // replaces ours, and whoever waited for ours gets the new connection.
-            waiters = std::mem::take(&mut s.waiters);
+            waiters = core::mem::take(&mut s.waiters);
             self.drop_session(h, false, ClientError::closed("replaced by a new connection from the peer"));
         } else if ice_restart {
             return;
@@ -534,7 +536,7 @@ impl Peers {
         s.answering = true;
         s.local_sent = false;
         s.remote_applied = true;
-        let held = std::mem::take(&mut s.held_remote);
+        let held = core::mem::take(&mut s.held_remote);
         self.rtc(RtcCommand::ApplyOffer { handle: h, sdp });
         for candidate in held {
             self.rtc(RtcCommand::AddCandidate { handle: h, candidate });
@@ -597,7 +599,7 @@ impl Peers {
         };
         s.local_sent = true;
         let (peer, id) = (s.peer, s.id);
-        let held = std::mem::take(&mut s.held_local);
+        let held = core::mem::take(&mut s.held_local);
         self.send(peer, id, message, Some(handle));
         for c in held {
             self.send(peer, id, PeerMessage::Candidate(c), Some(handle));
@@ -628,7 +630,7 @@ impl Peers {
         }
         s.phase = Phase::Open;
         s.deadline = None;
-        let waiters = std::mem::take(&mut s.waiters);
+        let waiters = core::mem::take(&mut s.waiters);
         let peer = s.peer;
         if waiters.is_empty() {
             self.emit(Event::Incoming { handle, peer });

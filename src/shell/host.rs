@@ -2,6 +2,8 @@
 //! callback, and the `onIncoming` decision. Every call into JavaScript may throw or reject; none of
 //! them is unwrapped.
 
+use alloc::string::String;
+
 use js_sys::{Array, Function, Object, Promise, Reflect};
 use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::JsFuture;
@@ -125,7 +127,7 @@ impl Callbacks {
     pub fn sign(
         &self,
         message: &[u8],
-    ) -> impl std::future::Future<Output = Result<[u8; 64], ClientError>> + use<> {
+    ) -> impl core::future::Future<Output = Result<[u8; 64], ClientError>> + use<> {
         let called = self.sign.call1(&JsValue::NULL, &js_sys::Uint8Array::from(message));
         async move {
             let failed = |_| ClientError::new(crate::core::Code::Browser, "signing the challenge failed");

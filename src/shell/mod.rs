@@ -25,9 +25,11 @@ pub mod timer;
 #[cfg(test)]
 mod tests;
 
-use std::cell::RefCell;
-use std::rc::{Rc, Weak};
-use std::sync::atomic::{AtomicU32, Ordering};
+use alloc::rc::{Rc, Weak};
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use bytes::Bytes;
 use wasm_bindgen::JsValue;
@@ -84,8 +86,8 @@ pub struct Driver {
     inner: Rc<RefCell<Inner>>,
 }
 
-impl std::fmt::Debug for Driver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl core::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Driver").finish_non_exhaustive()
     }
 }

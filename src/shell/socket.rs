@@ -1,5 +1,7 @@
 //! One WebSocket to a node, with owned listeners; dropping it detaches them and closes the socket.
 
+use alloc::{string::String, vec::Vec};
+
 use js_sys::{ArrayBuffer, Uint8Array};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::closure::Closure;
@@ -32,7 +34,7 @@ impl Socket {
             js_sys::Reflect::get(&e, &"message".into()).ok().and_then(|m| m.as_string()).unwrap_or_default()
         })?;
         ws.set_binary_type(BinaryType::Arraybuffer);
-        let on_event = std::rc::Rc::new(on_event);
+        let on_event = alloc::rc::Rc::new(on_event);
         let f = on_event.clone();
         let on_open = Closure::<dyn FnMut()>::new(move || f(SocketEvent::Open));
         let f = on_event.clone();

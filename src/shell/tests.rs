@@ -2,8 +2,8 @@
 //! wasm-bindgen-test-runner and chromedriver).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::cell::RefCell;
-use std::rc::Rc;
+use alloc::rc::Rc;
+use core::cell::RefCell;
 
 use js_sys::Promise;
 use signal_mesh_proto::auth;
@@ -126,7 +126,7 @@ fn rtc_recorder() -> RtcRecorder {
 
 /// Plays a browser that makes descriptions at once and opens the channel once they are applied.
 fn play(d: &Driver, log: &Commands) {
-    let commands: Vec<(u32, u32)> = std::mem::take(&mut *log.borrow_mut());
+    let commands: Vec<(u32, u32)> = core::mem::take(&mut *log.borrow_mut());
     for (kind, h) in commands {
         let h = Handle::from_raw(h);
         d.with_core(|c, now| match kind {
