@@ -33,12 +33,49 @@ export class SignalMeshError extends Error {
   }
 }
 
-const wrap = (p) => p.catch((e) => { throw SignalMeshError.from(e); });
 const fail = (code, message, cause) => Promise.reject(new SignalMeshError(code, message, cause));
 const closed = () => fail('CLOSED', 'the client is closed');
 const aborted = (signal) => new SignalMeshError('ABORTED', 'the operation was aborted', signal.reason);
 const encoder = new TextEncoder();
 const toHex = (bytes) => Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+const invalid = (message) => new SignalMeshError('INVALID_ARGUMENT', message);
+const decoder = new TextDecoder();
+
+/**
+ * Reads one output of the engine (`WasmClient.poll()`): its kind, then fields in the order
+ * `src/engine/out.rs` lists, each a number (an unsigned LEB128 varint) or a byte string (its
+ * length, then the bytes).
+ */
+function readOutput(b) {
+  let i = 0;
+  const num = () => {
+    let n = 0;
+    let m = 1;
+    let c;
+    do {
+      c = b[i++];
+      n += (c & 127) * m;
+      m *= 128;
+    } while (c > 127);
+    return n;
+  };
+  const bytes = () => {
+    const n = num();
+    return b.subarray(i, (i += n));
+  };
+  const text = () => decoder.decode(bytes());
+  return { num, bytes, text, hex: () => toHex(bytes()), error: () => new SignalMeshError(text(), text()) };
+}
+
+/** `options[key]` when set: a `type` (numbers: non-negative integers), else INVALID_ARGUMENT. */
+function option(options, key, type) {
+  const v = options == null ? undefined : options[key];
+  if (v == null) return undefined;
+  if (typeof v !== type || (type === 'number' && !(Number.isInteger(v) && v >= 0))) {
+    throw invalid(`${key} must be a ${type === 'number' ? 'non-negative integer' : type}`);
+  }
+  return v;
+}
 /** PKCS#8 `PrivateKeyInfo` prefix of an Ed25519 key; the 32-byte seed follows it. */
 const PKCS8_ED25519 = [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
 
@@ -89,14 +126,12 @@ function addStreams(conn, streams) {
  * channels on `pc`, renegotiates through the signal nodes (perfect negotiation).
  */
 export class PeerConnection extends EventTarget {
-  #engine;
-  #handle;
+  #bye;
   #closed = false;
 
-  constructor(engine, raw) {
+  constructor(bye, raw) {
     super();
-    this.#engine = engine;
-    this.#handle = raw.handle;
+    this.#bye = bye;
     this.peerId = raw.peerId;
     this.pc = raw.pc;
     this.channel = raw.channel;
@@ -128,7 +163,7 @@ export class PeerConnection extends EventTarget {
   /** Closes the connection; the remote peer is told and sees its channel close. */
   close() {
     if (this.#closed) return;
-    try { this.#engine.closeConnection(this.#handle); } catch { /* the client is closed */ }
+    this.#bye();
     this._closed();
   }
 
@@ -286,12 +321,29 @@ export class Room extends EventTarget {
   }
 }
 
-/** A client of the Signal Mesh: discovery on topics and WebRTC signaling through signal nodes. */
+/**
+ * A client of the Signal Mesh: discovery on topics and WebRTC signaling through signal nodes.
+ *
+ * It drives the wasm engine (`WasmClient`), which decides everything and does nothing: each
+ * input goes in with the time (`#call`), then `#pump` carries out the engine's outputs (open,
+ * close and write the WebSocket, sign, drive the `RTCPeerConnection`s, settle promises, dispatch
+ * events) and arms one `setTimeout` for its next deadline.
+ */
 export class SignalClient extends EventTarget {
   #engine;
   #closed = false;
+  #state = 'connecting';
   #connections = new Map();
   #peerId;
+  #sign;
+  /** [resolve, reject] of `create()` until the first authentication. */
+  #start;
+  /** Operation id -> [resolve, reject]. */
+  #ops = new Map();
+  /** The WebSocket of the current attempt: { conn, ws }. */
+  #socket;
+  #timer;
+  #at = -1;
   /** Topic id hex -> the name the app used, for `detail.topicName`. */
   #names = new Map();
   /** Topic ids in call order: `join(name); leave(name)` joins before it leaves. */
@@ -318,30 +370,25 @@ export class SignalClient extends EventTarget {
   /** Connects and authenticates with the first reachable node of `options.servers`. */
   static async create(options) {
     await loadWasm();
-    const client = new SignalClient(CREATE);
-    const emit = (type, detail) => client.#emit(type, detail);
-    const incoming = async (peerId) => {
-      const hook = client.onIncoming;
-      const r = typeof hook === 'function' ? await hook.call(client, peerId) : true;
-      if (r === null || typeof r !== 'object') return !!r;
-      if (r.accept && r.streams) {
-        const m = client.#answerStreams;
-        m.delete(peerId);
-        m.set(peerId, r.streams);
-        if (m.size > 256) m.delete(m.keys().next().value);
-      }
-      return !!r.accept;
-    };
-    const ice = options && options.iceServers;
-    if (ice !== undefined && !Array.isArray(ice)) {
-      throw new SignalMeshError('INVALID_ARGUMENT', 'iceServers must be an array of RTCIceServer');
+    const servers = options && options.servers;
+    if (!Array.isArray(servers) || !servers.length || !servers.every((u) => /^wss?:\/\/\S+$/.test(u))) {
+      throw invalid('servers must be a non-empty array of ws:// or wss:// URLs');
     }
+    const timeout = option(options, 'connectTimeoutMs', 'number');
+    if (timeout === 0 || timeout >= 2 ** 32) throw invalid('connectTimeoutMs must be positive (and below 2^32)');
+    const ice = options.iceServers;
+    if (ice !== undefined && !Array.isArray(ice)) throw invalid('iceServers must be an array of RTCIceServer');
+    const id = await identity(options.identity);
+    const client = new SignalClient(CREATE);
     client.#iceServers = ice;
-    const id = await identity(options && options.identity);
-    const engine = { ...options, identity: undefined, peerId: id.peerId, entropy: crypto.getRandomValues(new Uint8Array(8)) };
-    const rtc = (kind, h, a, b, c, d) => client.#rtc(kind, h, a, b, c, d);
-    client.#engine = await wrap(WasmClient.create(engine, emit, incoming, id.sign, rtc));
-    client.#peerId = client.#engine.peerId;
+    client.#sign = id.sign;
+    client.#peerId = toHex(id.peerId);
+    const entropy = crypto.getRandomValues(new Uint8Array(8));
+    client.#engine = new WasmClient(Date.now(), servers.join('\n'), id.peerId, entropy, timeout || 0);
+    await new Promise((resolve, reject) => {
+      client.#start = [resolve, reject];
+      client.#pump();
+    });
     return client;
   }
 
@@ -352,23 +399,22 @@ export class SignalClient extends EventTarget {
 
   /** 'connecting' | 'online' | 'offline' | 'closed' */
   get state() {
-    if (this.#closed) return 'closed';
-    return this.#engine ? this.#engine.state : 'connecting';
+    return this.#closed ? 'closed' : this.#state;
   }
 
   /** Joins (and by default announces on) a topic: a string name or 32 bytes. */
   join(topic, options) {
-    return this.#topicOp(topic, (e, id) => e.join(id, options));
+    return this.#topicOp(topic, (e, now, id) => e.join(now, id, option(options, 'announce', 'boolean') ?? true));
   }
 
   /** Leaves a topic. */
   leave(topic) {
-    return this.#topicOp(topic, (e, id) => e.leave(id));
+    return this.#topicOp(topic, (e, now, id) => e.leave(now, id));
   }
 
   /** Peer ids announced on a topic; `options.signal` aborts it. */
   lookup(topic, options) {
-    return this.#topicOp(topic, (e, id) => e.lookup(id, options), options && options.signal);
+    return this.#topicOp(topic, (e, now, id) => e.lookup(now, id, option(options, 'limit', 'number') ?? -1), options && options.signal);
   }
 
   /**
@@ -376,7 +422,11 @@ export class SignalClient extends EventTarget {
    * channel is open), `options.signal` aborts it.
    */
   async connect(peerId, options) {
-    const raw = await this.#abortable(options && options.signal, (e) => e.connect(peerId, options));
+    const raw = await this.#op(options && options.signal, (e, now) => {
+      if (!/^[0-9a-f]{64}$/i.test(peerId)) throw invalid('a peer id must be a string of 64 hex characters');
+      const label = option(options, 'label', 'string') ?? 'signal-mesh';
+      return e.connect(now, Uint8Array.from(peerId.match(/../g), (h) => parseInt(h, 16)), label);
+    });
     const conn = this.#wrapConnection(raw);
     addStreams(conn, options && options.streams);
     return conn;
@@ -401,16 +451,18 @@ export class SignalClient extends EventTarget {
     const engine = this.#engine;
     if (this.#closed || !engine) return;
     this.#closed = true;
+    // Says bye to connected peers and settles what is pending, then stops.
+    this.#call((e, now) => e.close(now));
     this.#engine = undefined;
-    engine.close();
+    clearTimeout(this.#timer);
+    this.#closeSocket();
     for (const c of this.#connections.values()) c._closed();
     this.#connections.clear();
     for (const r of this.#pcs.values()) r.pc.close();
     this.#pcs.clear();
     this.#names.clear();
-    // Freed once the current call into the engine (an event listener may be running inside one)
-    // has returned: the engine's callbacks capture this client, a cycle no GC can break.
-    queueMicrotask(() => engine.free());
+    // The engine holds no JavaScript value and is never on the stack while JavaScript runs.
+    engine.free();
   }
 
   /** `await using client = await SignalClient.create(...)` closes it at the end of the scope. */
@@ -418,21 +470,213 @@ export class SignalClient extends EventTarget {
     return this.close();
   }
 
-  /** Calls the engine; `signal` aborts the operation (its promise rejects with `ABORTED`). */
-  #abortable(signal, call) {
-    const engine = this.#engine;
-    if (!engine) return closed();
+  /** Feeds one input to the engine, `f(engine, now)`, then carries out what it produced. */
+  #call(f) {
+    const e = this.#engine;
+    if (!e) return undefined;
+    const r = f(e, Date.now());
+    this.#pump();
+    return r;
+  }
+
+  /** Carries out the engine's outputs in order, then arms the timer for its next deadline. */
+  #pump() {
+    const e = this.#engine;
+    // An output may close the client (a listener calls close()): then the rest is dropped.
+    for (let o; e && this.#engine === e && (o = e.poll()).length; ) this.#out(readOutput(o));
+    if (!e || this.#engine !== e) return;
+    const at = e.timeout();
+    if (at === this.#at) return;
+    clearTimeout(this.#timer);
+    this.#at = at;
+    if (at >= 0) {
+      const fire = () => {
+        this.#at = -1;
+        this.#call((e, now) => e.tick(now));
+      };
+      this.#timer = setTimeout(fire, Math.min(at - Date.now(), 2 ** 31 - 1));
+    }
+  }
+
+  /** Carries out one output (numbered as in `src/engine/out.rs`). */
+  #out(r) {
+    const kind = r.num();
+    if (kind < 4) {
+      const conn = r.num();
+      const s = this.#socket;
+      if (kind === 0) this.#open(conn, r.text());
+      else if (kind === 3) this.#signChallenge(conn, r.bytes().slice());
+      else if (s && s.conn === conn) {
+        if (kind === 1) this.#closeSocket();
+        else {
+          // Dropped when the socket is not open; the engine times out what it waits for.
+          try { s.ws.send(r.bytes()); } catch { /* not open */ }
+        }
+      }
+      return;
+    }
+    if (kind < 10) {
+      const k = kind - 4;
+      const h = r.num();
+      if (k === 0) this.#rtc(k, h, r.num(), r.text());
+      else if (k === 1) this.#rtc(k, h, r.num());
+      else if (k === 4) this.#rtc(k, h, r.text(), r.text(), r.num() - 1, r.text());
+      else this.#rtc(k, h, k < 4 ? r.text() : undefined);
+      return;
+    }
+    switch (kind) {
+      case 10:
+        this.#state = r.text();
+        this.#dispatch('statechange', { state: this.#state });
+        break;
+      case 11:
+      case 12: {
+        const start = this.#start;
+        this.#start = undefined;
+        if (kind === 11) start?.[0]();
+        else {
+          start?.[1](r.error());
+          this.close();
+        }
+        break;
+      }
+      case 13:
+      case 14:
+      case 15:
+      case 16: {
+        const op = r.num();
+        const p = this.#ops.get(op);
+        if (!p) break;
+        this.#ops.delete(op);
+        if (kind === 16) p[1](r.error());
+        else if (kind === 15) p[0]({ handle: r.num(), peerId: r.hex() });
+        else if (kind === 13) p[0]();
+        else {
+          const b = r.bytes();
+          const peers = [];
+          for (let i = 0; i < b.length; i += 32) peers.push(toHex(b.subarray(i, i + 32)));
+          p[0](peers);
+        }
+        break;
+      }
+      case 17:
+      case 18: {
+        const detail = { topic: r.hex(), peerId: r.hex() };
+        const name = this.#names.get(detail.topic);
+        if (name !== undefined) detail.topicName = name;
+        this.#dispatch(kind === 17 ? 'peer-joined' : 'peer-left', detail);
+        break;
+      }
+      case 19:
+        this.#incoming(r.num(), r.hex());
+        break;
+      case 20: {
+        let conn;
+        try {
+          conn = this.#wrapConnection({ handle: r.num(), peerId: r.hex() });
+        } catch {
+          break; // its RTCPeerConnection is gone already
+        }
+        addStreams(conn, this.#answerStreams.get(conn.peerId));
+        this.#answerStreams.delete(conn.peerId);
+        this.#dispatch('connection', { connection: conn });
+        break;
+      }
+      case 21:
+        this.#connections.get(r.num())?._closed();
+        break;
+      case 22:
+        this.#dispatch('error', { error: r.error() });
+        break;
+      default:
+    }
+  }
+
+  #dispatch(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  /** Opens the WebSocket of attempt `conn` (the previous one is closed). */
+  #open(conn, url) {
+    this.#closeSocket();
+    let ws;
+    try {
+      ws = new WebSocket(url);
+    } catch {
+      // An invalid URL fails like an unreachable node: the engine moves on to the next.
+      this.#call((e, now) => e.closed(now, conn, 0));
+      return;
+    }
+    ws.binaryType = 'arraybuffer';
+    // Text frames are not part of the protocol; they are ignored.
+    ws.onmessage = ({ data }) => {
+      if (data instanceof ArrayBuffer) this.#call((e, now) => e.frame(now, conn, new Uint8Array(data)));
+    };
+    ws.onclose = ({ code }) => this.#call((e, now) => e.closed(now, conn, code));
+    this.#socket = { conn, ws };
+  }
+
+  #closeSocket() {
+    const s = this.#socket;
+    if (!s) return;
+    this.#socket = undefined;
+    s.ws.onmessage = s.ws.onclose = null;
+    s.ws.close(1000);
+  }
+
+  /** Signs the challenge of attempt `conn` with the identity. */
+  #signChallenge(conn, message) {
+    this.#sign(message).then(
+      (sig) => this.#call((e, now) => e.signed(now, conn, sig)),
+      (error) => {
+        if (this.#engine) this.#dispatch('error', { error: new SignalMeshError('BROWSER_ERROR', 'signing the challenge failed', error) });
+      },
+    );
+  }
+
+  /** Asks `onIncoming` about an offer from `peerId` (a throw or a rejection refuses it). */
+  async #incoming(handle, peerId) {
+    let accept = false;
+    try {
+      const hook = this.onIncoming;
+      const r = await (typeof hook === 'function' ? hook.call(this, peerId) : true);
+      accept = r !== null && typeof r === 'object' ? !!r.accept : !!r;
+      if (accept && r.streams) {
+        const m = this.#answerStreams;
+        m.delete(peerId);
+        m.set(peerId, r.streams);
+        if (m.size > 256) m.delete(m.keys().next().value);
+      }
+    } catch (error) {
+      this.#dispatch('error', { error: SignalMeshError.from(error) });
+    }
+    this.#call((e, now) => e.decide(now, handle, accept));
+  }
+
+  /**
+   * Starts an operation with `start(engine, now)` (its id, or 0 when it failed at once) and
+   * returns its promise; `signal` aborts it (the promise rejects with `ABORTED`).
+   */
+  #op(signal, start) {
+    const e = this.#engine;
+    if (!e) return closed();
     if (signal && signal.aborted) return Promise.reject(aborted(signal));
-    const p = wrap(call(engine));
-    if (!signal) return p;
-    const op = engine.lastOp;
-    const abort = () => { if (this.#engine) this.#engine.cancel(op); };
+    let op;
+    // Registered before any output runs: an operation may complete at once.
+    const p = new Promise((resolve, reject) => {
+      op = start(e, Date.now());
+      if (op) this.#ops.set(op, [resolve, reject]);
+      else reject(readOutput(e.error()).error());
+    });
+    this.#pump();
+    if (!signal || !op) return p;
+    const abort = () => this.#call((e, now) => e.cancel(now, op));
     signal.addEventListener('abort', abort, { once: true });
     return p.finally(() => signal.removeEventListener('abort', abort));
   }
 
-  /** Resolves `topic` to its 32 bytes (names hashed with SHA-256 in call order), then calls. */
-  #topicOp(topic, call, signal) {
+  /** Resolves `topic` to its 32 bytes (names hashed with SHA-256 in call order), then starts. */
+  #topicOp(topic, start, signal) {
     if (!this.#engine) return closed();
     let id;
     if (typeof topic === 'string') {
@@ -448,32 +692,36 @@ export class SignalClient extends EventTarget {
         if (this.#names.size > MAX_NAMES) this.#names.delete(this.#names.keys().next().value);
         return b;
       });
-    } else {
+    } else if (topic instanceof Uint8Array && topic.length === 32) {
       id = this.#topics.then(() => topic);
+    } else {
+      return fail('INVALID_ARGUMENT', 'a topic must be a string or a 32-byte Uint8Array');
     }
     this.#topics = id.catch(() => {});
     return id.then(
-      (b) => this.#abortable(signal, (e) => call(e, b)),
+      (b) => this.#op(signal, (e, now) => start(e, now, b)),
       (e) => fail('BROWSER_ERROR', `hashing the topic name failed: ${e && e.message}`, e),
     );
   }
 
   /**
    * Carries out one WebRTC command of the engine on the `RTCPeerConnection` of handle `h`, in
-   * order per connection, and reports back what the browser does (see `rtcReport` in the Rust
-   * bindings for the numbering).
+   * order per connection, and reports back what the browser does (`WasmClient.report`): `kind`
+   * 0 create (`a` initiator, `b` label), 1 create an offer (`a` ICE restart), 2 apply an offer
+   * (`a` SDP), 3 apply an answer (`a` SDP), 4 add a candidate (`a` candidate, `b` mid, `c` m-line
+   * index or -1, `d` username fragment), 5 close.
    */
   #rtc(kind, h, a, b, c, d) {
     let r = this.#pcs.get(h);
-    const report = (k, x, y, z, w) => {
-      if (this.#engine && this.#pcs.get(h) === r) this.#engine.rtcReport(h, k, x, y, z, w);
+    const report = (k, n = 0, x = '', y = '', z = '') => {
+      if (this.#pcs.get(h) === r) this.#call((e, now) => e.report(now, h, k, n, x, y, z));
     };
     if (kind === 0) {
       let pc;
       try {
         pc = new RTCPeerConnection(this.#iceServers ? { iceServers: this.#iceServers } : undefined);
       } catch (e) {
-        this.#engine?.rtcReport(h, 7, `new RTCPeerConnection failed: ${e && e.message}`);
+        report(7, 0, `new RTCPeerConnection failed: ${e && e.message}`);
         return;
       }
       r = { pc, channel: null, queue: Promise.resolve() };
@@ -481,11 +729,11 @@ export class SignalClient extends EventTarget {
       const attach = (ch) => {
         r.channel = ch;
         ch.addEventListener('open', () => report(2));
-        ch.addEventListener('close', () => report(6, 'the data channel closed'));
+        ch.addEventListener('close', () => report(6, 0, 'the data channel closed'));
         if (ch.readyState === 'open') report(2);
       };
       pc.addEventListener('icecandidate', ({ candidate: x }) => {
-        if (x && x.candidate) report(1, x.candidate, x.sdpMid, x.sdpMLineIndex, x.usernameFragment);
+        if (x && x.candidate) report(1, x.sdpMLineIndex ?? -1, x.candidate, x.sdpMid ?? '', x.usernameFragment ?? '');
       });
       pc.addEventListener('negotiationneeded', () => report(5));
       pc.addEventListener('iceconnectionstatechange', () => {
@@ -511,12 +759,12 @@ export class SignalClient extends EventTarget {
     };
     const local = async (desc) => {
       await pc.setLocalDescription(desc);
-      report(0, desc.type === 'offer', pc.localDescription.sdp);
+      report(0, desc.type === 'offer' ? 1 : 0, pc.localDescription.sdp);
     };
     r.queue = r.queue.then(async () => {
       if (this.#pcs.get(h) !== r) return;
       if (kind === 1) {
-        await local(await pc.createOffer({ iceRestart: a }));
+        await local(await pc.createOffer({ iceRestart: !!a }));
       } else if (kind === 2) {
         await pc.setRemoteDescription({ type: 'offer', sdp: a });
         await local(await pc.createAnswer());
@@ -526,49 +774,22 @@ export class SignalClient extends EventTarget {
         connected();
       } else if (kind === 4) {
         // A candidate the browser cannot use is not fatal: others may work.
-        await pc.addIceCandidate({ candidate: a, sdpMid: b, sdpMLineIndex: c, usernameFragment: d || undefined }).catch(() => {});
+        await pc.addIceCandidate({ candidate: a, sdpMid: b, sdpMLineIndex: c < 0 ? null : c, usernameFragment: d || undefined }).catch(() => {});
       }
-    }).catch((e) => report(7, `WebRTC failed: ${e && e.message}`));
+    }).catch((e) => report(7, 0, `WebRTC failed: ${e && e.message}`));
   }
 
   #wrapConnection(raw) {
-    let conn = this.#connections.get(raw.handle);
+    const h = raw.handle;
+    let conn = this.#connections.get(h);
     if (!conn) {
-      const r = this.#pcs.get(raw.handle);
+      const r = this.#pcs.get(h);
       if (!r || !r.channel) throw new SignalMeshError('CLOSED', 'the connection closed');
-      conn = new PeerConnection(this.#engine, { ...raw, pc: r.pc, channel: r.channel });
-      this.#connections.set(raw.handle, conn);
-      conn.addEventListener('close', () => this.#connections.delete(raw.handle));
+      conn = new PeerConnection(() => this.#call((e, now) => e.closeConnection(now, h)), { ...raw, pc: r.pc, channel: r.channel });
+      this.#connections.set(h, conn);
+      conn.addEventListener('close', () => this.#connections.delete(h));
     }
     return conn;
-  }
-
-  #emit(type, detail) {
-    switch (type) {
-      case 'connection': {
-        const conn = this.#wrapConnection(detail.connection);
-        addStreams(conn, this.#answerStreams.get(conn.peerId));
-        this.#answerStreams.delete(conn.peerId);
-        detail = { connection: conn };
-        break;
-      }
-      case 'connection-closed': {
-        const conn = this.#connections.get(detail.handle);
-        if (conn) conn._closed();
-        return;
-      }
-      case 'error':
-        detail = { error: SignalMeshError.from(detail.error) };
-        break;
-      case 'peer-joined':
-      case 'peer-left': {
-        const name = this.#names.get(detail.topic);
-        if (name !== undefined) detail.topicName = name;
-        break;
-      }
-      default:
-    }
-    this.dispatchEvent(new CustomEvent(type, { detail }));
   }
 }
 

@@ -1,0 +1,232 @@
+//! The engine the JavaScript facade drives: [`WasmClient`], the core behind a flat API of
+//! numbers, strings and byte arrays. It holds no JavaScript value and calls no JavaScript: the
+//! facade (`js/index.js`) owns the WebSocket, the timer, the identity, the `RTCPeerConnection`s
+//! and the promises, feeds every input in with the time (`now`, `Date.now()`), then drains
+//! [`WasmClient::poll`] and arms one `setTimeout` for [`WasmClient::timeout`].
+//!
+//! Each output is one byte string (see [`out`]) the facade reads with a few lines of JavaScript.
+//! Measured against the wasm-bindgen shell this replaces (WebSocket, timer, promises and events
+//! through web-sys, js-sys futures and closures): see BENCHMARKS.md, "Package size, continued".
+//!
+//! Not a public API: the facade adds `SignalClient`, `PeerConnection`, `Room` and the errors.
+//! Natively (tests) this is a plain Rust type.
+
+pub mod out;
+
+#[cfg(all(test, target_arch = "wasm32"))]
+mod browser_tests;
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests;
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use bytes::Bytes;
+use signal_mesh_proto::{PeerId, TopicId};
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen::prelude::wasm_bindgen;
+
+use crate::core::{Candidate, Client, ClientError, Code, Config, Handle, Millis, OpId, SdpKind};
+
+/// Engines alive (created and not yet freed), for the test that `close()` frees them.
+static LIVE: AtomicU32 = AtomicU32::new(0);
+
+/// Milliseconds from JavaScript (`Date.now()`); the core only compares them.
+fn ms(now: f64) -> Millis {
+    now as Millis
+}
+
+/// The engine of one `SignalClient`.
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen)]
+#[derive(Debug)]
+pub struct WasmClient {
+    core: Client,
+    /// Why the last operation call failed at once (see [`WasmClient::error`]).
+    error: Option<ClientError>,
+}
+
+impl Drop for WasmClient {
+    fn drop(&mut self) {
+        LIVE.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen)]
+impl WasmClient {
+    /// Starts a client at `now`: `servers` are the node URLs, one per line (the facade checks
+    /// them), `peer_id` the 32-byte public key the facade signs for, `entropy` 8 random bytes,
+    /// `connect_timeout_ms` 0 for the default. Its first outputs open a socket.
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen(constructor))]
+    pub fn new(
+        now: f64,
+        servers: &str,
+        peer_id: &[u8],
+        entropy: &[u8],
+        connect_timeout_ms: u32,
+    ) -> WasmClient {
+        let servers = servers.lines().filter(|s| !s.is_empty()).map(String::from).collect();
+        // The facade passes its identity's key; a wrong length only makes the node refuse it.
+        let peer_id = PeerId::from_slice(peer_id).unwrap_or(PeerId::from_array([0; 32]));
+        let mut seed = [0; 8];
+        for (s, e) in seed.iter_mut().zip(entropy) {
+            *s = *e;
+        }
+        let mut config = Config::new(servers, peer_id, u64::from_le_bytes(seed));
+        if connect_timeout_ms > 0 {
+            config.connect_timeout_ms = connect_timeout_ms.into();
+        }
+        LIVE.fetch_add(1, Ordering::Relaxed);
+        WasmClient { core: Client::new(config, ms(now)), error: None }
+    }
+
+    /// The next output, encoded (see [`out`]); empty when there is none.
+    pub fn poll(&mut self) -> Vec<u8> {
+        match self.core.poll_output() {
+            Some(o) => out::encode(&self.core, o),
+            None => Vec::new(),
+        }
+    }
+
+    /// When [`WasmClient::tick`] is due (a `Date.now()` time), or -1.
+    pub fn timeout(&self) -> f64 {
+        self.core.poll_timeout().map_or(-1.0, |t| t as f64)
+    }
+
+    /// The timer fired.
+    pub fn tick(&mut self, now: f64) {
+        self.core.handle_timeout(ms(now));
+    }
+
+    /// A binary frame arrived on the socket of attempt `conn`.
+    pub fn frame(&mut self, now: f64, conn: u32, frame: Vec<u8>) {
+        self.core.handle_frame(conn, Bytes::from(frame), ms(now));
+    }
+
+    /// The socket of attempt `conn` closed with `code` (0: it could not even be created).
+    pub fn closed(&mut self, now: f64, conn: u32, code: u32) {
+        let code = u16::try_from(code).ok().filter(|c| *c != 0);
+        self.core.handle_socket_closed(conn, code, ms(now));
+    }
+
+    /// The facade signed the challenge of attempt `conn` (64 bytes; anything else is ignored and
+    /// the handshake times out).
+    pub fn signed(&mut self, now: f64, conn: u32, signature: &[u8]) {
+        if let Ok(sig) = <[u8; 64]>::try_from(signature) {
+            self.core.handle_signed(conn, sig, ms(now));
+        }
+    }
+
+    /// What the `RTCPeerConnection` of `handle` reports, by `kind`: 0 local description (`n` 1
+    /// for an offer, `a` SDP), 1 local candidate (`a` candidate, `b` mid, `n` m-line index or -1,
+    /// `c` username fragment), 2 data channel open, 3 ICE failed, 4 ICE connected, 5 negotiation
+    /// needed, 6 closed (`a` why), 7 a WebRTC call failed (`a` why).
+    #[allow(clippy::too_many_arguments)]
+    pub fn report(&mut self, now: f64, handle: u32, kind: u32, n: f64, a: String, b: String, c: String) {
+        let (h, now) = (Handle::from_raw(handle), ms(now));
+        let core = &mut self.core;
+        match kind {
+            0 => {
+                let sdp_kind = if n == 1.0 { SdpKind::Offer } else { SdpKind::Answer };
+                core.rtc_local_description(h, sdp_kind, a, now);
+            }
+            1 => {
+                let index = (0.0..=f64::from(u16::MAX)).contains(&n).then_some(n as u16);
+                let candidate =
+                    Candidate { candidate: a, sdp_mid: b, sdp_m_line_index: index, username_fragment: c };
+                core.rtc_local_candidate(h, candidate, now);
+            }
+            2 => core.rtc_channel_open(h, now),
+            3 => core.rtc_ice_failed(h, now),
+            4 => core.rtc_ice_connected(h, now),
+            5 => core.rtc_negotiation_needed(h, now),
+            6 => core.rtc_closed(h, ClientError::closed(a), now),
+            _ => core.rtc_closed(h, ClientError::new(Code::Browser, a), now),
+        }
+    }
+
+    /// Joins the 32-byte topic id: the operation's id, or 0 (see [`WasmClient::error`]).
+    pub fn join(&mut self, now: f64, topic: &[u8], announce: bool) -> f64 {
+        let r = topic_id(topic).and_then(|t| self.core.join(t, announce, ms(now)));
+        self.started(r)
+    }
+
+    /// Leaves the 32-byte topic id.
+    pub fn leave(&mut self, now: f64, topic: &[u8]) -> f64 {
+        let r = topic_id(topic).and_then(|t| self.core.leave(t, ms(now)));
+        self.started(r)
+    }
+
+    /// Looks up peers of the 32-byte topic id: at most `limit` (-1: one page of the node's size).
+    pub fn lookup(&mut self, now: f64, topic: &[u8], limit: f64) -> f64 {
+        let limit = (limit >= 0.0).then_some(limit.min(f64::from(u32::MAX)) as u32);
+        let r = topic_id(topic).and_then(|t| self.core.lookup(t, limit, ms(now)));
+        self.started(r)
+    }
+
+    /// Connects to the 32-byte peer id with a data channel `label`.
+    pub fn connect(&mut self, now: f64, peer: &[u8], label: &str) -> f64 {
+        let r = PeerId::from_slice(peer)
+            .map_err(|_| ClientError::invalid("a peer id is 32 bytes"))
+            .and_then(|p| self.core.connect(p, label, ms(now)));
+        self.started(r)
+    }
+
+    /// Why the last operation call returned 0: its code and message, encoded as an output's
+    /// fields are (see [`out`]).
+    pub fn error(&mut self) -> Vec<u8> {
+        let mut w = out::Writer::default();
+        if let Some(e) = self.error.take() {
+            w.error(&e);
+        }
+        w.into_bytes()
+    }
+
+    /// Aborts a lookup or connect: it completes with `ABORTED`.
+    pub fn cancel(&mut self, now: f64, op: f64) {
+        self.core.cancel(op as OpId, ms(now));
+    }
+
+    /// The application accepted (or refused) the incoming offer of `handle`.
+    pub fn decide(&mut self, now: f64, handle: u32, accept: bool) {
+        self.core.decide_incoming(Handle::from_raw(handle), accept, ms(now));
+    }
+
+    /// Closes one connection (says bye to the peer).
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen(js_name = closeConnection))]
+    pub fn close_connection(&mut self, now: f64, handle: u32) {
+        self.core.close_connection(Handle::from_raw(handle), ms(now));
+    }
+
+    /// Closes the client.
+    pub fn close(&mut self, now: f64) {
+        self.core.close(ms(now));
+    }
+
+    /// How many engines are alive: created and not yet freed (for tests).
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen(js_name = liveEngines))]
+    pub fn live_engines() -> u32 {
+        LIVE.load(Ordering::Relaxed)
+    }
+}
+
+impl WasmClient {
+    /// The core, for tests.
+    pub fn core(&self) -> &Client {
+        &self.core
+    }
+
+    fn started(&mut self, r: Result<OpId, ClientError>) -> f64 {
+        match r {
+            Ok(op) => op as f64,
+            Err(e) => {
+                self.error = Some(e);
+                0.0
+            }
+        }
+    }
+}
+
+fn topic_id(bytes: &[u8]) -> Result<TopicId, ClientError> {
+    TopicId::from_slice(bytes).map_err(|_| ClientError::invalid("a topic id is 32 bytes"))
+}
