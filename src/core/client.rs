@@ -1,6 +1,5 @@
 //! The edge session: connection attempts, authentication, requests, keepalive, reconnect.
 
-use alloc::collections::VecDeque;
 use alloc::{borrow::ToOwned, string::String, vec::Vec};
 
 use bytes::Bytes;
@@ -11,7 +10,7 @@ use signal_mesh_proto::{
 };
 
 use super::backoff::{Rng, backoff_delay};
-use super::error::{ClientError, Code, decimal};
+use super::error::{ClientError, Code, cat, msg};
 use super::pacer::Pacer;
 use super::peers::{Handle, PeerOutput, Peers, SdpKind};
 use super::servers::ServerList;
@@ -311,12 +310,18 @@ pub struct Client {
     next_request: RequestId,
     next_op: OpId,
     in_flight: VecMap<RequestId, Pending>,
-    queued: VecDeque<Pending>,
+    /// Requests waiting, oldest first. A `Vec` rather than a `VecDeque`: one container type less
+    /// in the wasm, and each operation on it is a batch (see [`Client::flush`]).
+    queued: Vec<Pending>,
     /// Topics joined (confirmed by the node), with their announce flag; re-joined on reconnect.
     topics: VecMap<TopicId, bool>,
     /// Every peer session (negotiation state); reached only through its methods.
     peers: Peers,
-    out: VecDeque<Output>,
+    /// Outputs not yet handed out, oldest first; `ready` holds the batch being handed out, newest
+    /// first (so each [`Client::poll_output`] is a `pop`). Plain `Vec`s, not a `VecDeque`: see
+    /// `queued`.
+    out: Vec<Output>,
+    ready: Vec<Output>,
 }
 
 impl Client {
@@ -338,10 +343,11 @@ impl Client {
             next_request: 1,
             next_op: 1,
             in_flight: VecMap::new(),
-            queued: VecDeque::new(),
+            queued: Vec::new(),
             topics: VecMap::new(),
             peers,
-            out: VecDeque::new(),
+            out: Vec::new(),
+            ready: Vec::new(),
             config,
         };
         if c.servers.is_empty() {
@@ -379,7 +385,11 @@ impl Client {
 
     /// The next thing for the shell to do.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.out.pop_front()
+        if self.ready.is_empty() {
+            self.ready = core::mem::take(&mut self.out);
+            self.ready.reverse();
+        }
+        self.ready.pop()
     }
 
     /// When [`Client::handle_timeout`] must be called next.
@@ -400,11 +410,11 @@ impl Client {
     }
 
     fn push(&mut self, o: Output) {
-        self.out.push_back(o);
+        self.out.push(o);
     }
 
     fn emit(&mut self, e: Event) {
-        self.out.push_back(Output::Event(e));
+        self.out.push(Output::Event(e));
     }
 
     fn new_op(&mut self) -> OpId {
@@ -444,7 +454,7 @@ impl Client {
         {
             self.start_deadline = None;
             let why = self.last_failure.clone().map(|e| e.message).unwrap_or_else(|| "no answer".into());
-            let err = ClientError::timeout(["no signal node reachable in time (", &why, ")"].concat());
+            let err = ClientError::timeout(cat(&["no signal node reachable in time (", &why, ")"]));
             self.emit(Event::StartFailed(err.clone()));
             self.shutdown(err);
             return;
@@ -495,7 +505,7 @@ impl Client {
         let mut dead: Vec<Pending> = expired.iter().filter_map(|id| self.in_flight.remove(id)).collect();
         let (old, keep): (Vec<Pending>, Vec<Pending>) =
             core::mem::take(&mut self.queued).into_iter().partition(|p| p.deadline <= now);
-        self.queued = keep.into();
+        self.queued = keep;
         dead.extend(old);
         for p in dead {
             self.fail_request(p, ClientError::timeout("no response from the signal node in time"), now);
@@ -552,12 +562,12 @@ impl Client {
             self.failures = 1;
             // Requests on the lost connection are sent again on the next one.
             // `in_flight` is in insertion order, which is request id order.
-            let back: Vec<(RequestId, Pending)> = self.in_flight.take_all();
-            for (_, p) in back.into_iter().rev() {
-                if !matches!(p.purpose, Purpose::Rejoin) {
-                    self.queued.push_front(p);
-                }
-            }
+            let mut back: Vec<Pending> = (self.in_flight.take_all().into_iter())
+                .map(|(_, p)| p)
+                .filter(|p| !matches!(p.purpose, Purpose::Rejoin))
+                .collect();
+            back.append(&mut self.queued);
+            self.queued = back;
             self.set_state(ClientState::Offline);
         } else {
             self.failures = self.failures.saturating_add(1);
@@ -628,10 +638,7 @@ impl Client {
         }
         if !c.protocol_versions.contains(&PROTOCOL_VERSION) {
             self.push(Output::CloseSocket { conn });
-            let err = ClientError::new(
-                Code::Node(ErrorCode::UnsupportedVersion),
-                ["the node does not speak protocol version ", &decimal(PROTOCOL_VERSION.into())].concat(),
-            );
+            let err = ClientError::new(Code::Node(ErrorCode::UnsupportedVersion), msg::UNSUPPORTED_VERSION);
             self.link_lost(now, err);
             return;
         }
@@ -664,15 +671,16 @@ impl Client {
             self.emit(Event::Started);
         }
         let deadline = now + self.config.request_timeout_ms;
-        let rejoin: Vec<(TopicId, bool)> = self.topics.iter().map(|(t, a)| (*t, *a)).collect();
         // Re-joins go first, then what waited for the connection, all paced.
-        for (topic, announce) in rejoin.into_iter().rev() {
-            self.queued.push_front(Pending {
-                body: RequestBody::Join { topic, announce },
+        let mut rejoin: Vec<Pending> = (self.topics.iter())
+            .map(|(t, a)| Pending {
+                body: RequestBody::Join { topic: *t, announce: *a },
                 purpose: Purpose::Rejoin,
                 deadline,
-            });
-        }
+            })
+            .collect();
+        rejoin.append(&mut self.queued);
+        self.queued = rejoin;
         self.flush(now);
     }
 
@@ -695,7 +703,7 @@ impl Client {
         if self.queued.len() >= MAX_QUEUED {
             return Err(ClientError::new(Code::Node(ErrorCode::LimitExceeded), "too many requests waiting"));
         }
-        self.queued.push_back(Pending { body, purpose, deadline: now + self.config.request_timeout_ms });
+        self.queued.push(Pending { body, purpose, deadline: now + self.config.request_timeout_ms });
         self.flush(now);
         Ok(())
     }
@@ -703,8 +711,12 @@ impl Client {
     /// Sends queued requests, in order, while online, a slot is free and the pacer has a token.
     fn flush(&mut self, now: Millis) {
         let Link::Up { conn, .. } = self.link else { return };
-        while !self.queued.is_empty() && self.in_flight.len() < MAX_IN_FLIGHT && self.pacer.try_take(now) {
-            let Some(p) = self.queued.pop_front() else { break };
+        let mut n = 0;
+        while n < self.queued.len() && self.in_flight.len() + n < MAX_IN_FLIGHT && self.pacer.try_take(now) {
+            n += 1;
+        }
+        let batch: Vec<Pending> = self.queued.drain(..n).collect();
+        for p in batch {
             let id = self.next_request;
             self.next_request += 1;
             self.send(conn, ClientMessage::Request { id, body: p.body.clone() });
@@ -765,7 +777,7 @@ impl Client {
             Purpose::Rejoin => {
                 if let RequestBody::Join { topic, .. } = p.body {
                     self.topics.remove(&topic);
-                    let msg = ["re-joining topic ", &topic.to_hex(), " failed: ", &err.message].concat();
+                    let msg = cat(&["re-joining topic ", &topic.to_hex(), " failed: ", &err.message]);
                     self.emit(Event::Error(ClientError::new(err.code, msg)));
                 }
             }
@@ -816,9 +828,7 @@ impl Client {
         let want = match limit {
             Some(0) => return Err(ClientError::invalid("lookup limit must be at least 1")),
             Some(n) if n > MAX_LOOKUP => {
-                return Err(ClientError::invalid(
-                    ["lookup limit must be at most ", &decimal(MAX_LOOKUP.into())].concat(),
-                ));
+                return Err(ClientError::invalid(msg::LOOKUP_LIMIT));
             }
             Some(n) => n,
             None => self.limits.max_lookup_page.max(1),

@@ -1,6 +1,6 @@
 //! Errors the client reports to the application, each with a stable code.
 
-use alloc::{string::String, vec::Vec};
+use alloc::string::String;
 
 use core::fmt;
 
@@ -62,19 +62,26 @@ impl fmt::Display for Code {
     }
 }
 
-/// `n` in decimal. Messages are built with this and `concat` rather than `format!`, which keeps
-/// the formatting machinery out of the wasm (a few KB).
-pub(crate) fn decimal(n: u64) -> String {
-    let mut digits = Vec::new();
-    let mut n = n;
-    loop {
-        digits.push(char::from(b'0' + (n % 10) as u8));
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+/// `parts` one after the other: `[..].concat()` without its generic machinery (less wasm).
+pub(crate) fn cat(parts: &[&str]) -> String {
+    let mut s = String::new();
+    for p in parts {
+        s.push_str(p);
     }
-    digits.iter().rev().collect()
+    s
+}
+
+/// Messages that name a limit, spelled out: building them at run time (`format!`, or digits by
+/// hand) costs more wasm than the text. A test checks each against its constant.
+pub(crate) mod msg {
+    /// [`super::super::client::MAX_LOOKUP`].
+    pub const LOOKUP_LIMIT: &str = "lookup limit must be at most 10000";
+    /// [`super::super::peers::MAX_LABEL_BYTES`].
+    pub const LABEL_TOO_LONG: &str = "label longer than 256 bytes";
+    /// [`super::super::peers::MAX_SESSIONS`].
+    pub const TOO_MANY_SESSIONS: &str = "at most 256 peer connections at once";
+    /// [`signal_mesh_proto::PROTOCOL_VERSION`].
+    pub const UNSUPPORTED_VERSION: &str = "the node does not speak protocol version 1";
 }
 
 /// An error with a stable [`Code`] and a human-readable message.
@@ -111,7 +118,11 @@ impl ClientError {
 
 #[cfg(test)]
 mod tests {
-    use std::{borrow::ToOwned, string::String, vec::Vec};
+    use std::{
+        borrow::ToOwned,
+        string::{String, ToString},
+        vec::Vec,
+    };
 
     use super::*;
 
@@ -143,6 +154,17 @@ mod tests {
             declared, known,
             "js/index.d.ts SignalMeshErrorCode differs from ErrorCode + CLIENT_CODES"
         );
+    }
+
+    #[test]
+    fn messages_name_the_limits_they_check() {
+        use crate::core::{client, peers};
+        let ends =
+            |m: &str, n: usize, tail: &str| assert!(m.ends_with(&[&n.to_string(), tail].concat()), "{m}");
+        ends(msg::LOOKUP_LIMIT, client::MAX_LOOKUP as usize, "");
+        ends(msg::LABEL_TOO_LONG, peers::MAX_LABEL_BYTES, " bytes");
+        ends(msg::TOO_MANY_SESSIONS, peers::MAX_SESSIONS, " peer connections at once");
+        ends(msg::UNSUPPORTED_VERSION, signal_mesh_proto::PROTOCOL_VERSION as usize, "");
     }
 
     #[test]

@@ -25,7 +25,7 @@ use signal_mesh_proto::{ErrorCode, PeerId};
 
 use super::backoff::Rng;
 use super::client::{Event, OpResult, RtcCommand};
-use super::error::{ClientError, Code, decimal};
+use super::error::{ClientError, Code, msg};
 use super::signal::{Candidate, PeerMessage, PeerSignal};
 use super::vecmap::VecMap;
 use super::{Millis, OpId};
@@ -160,8 +160,8 @@ pub struct Peers {
     local: PeerId,
     connect_timeout_ms: u64,
     rng: Rng,
+    /// At most one per peer ([`Peers::handle_of`] finds it).
     sessions: VecMap<Handle, PeerSession>,
-    by_peer: VecMap<PeerId, Handle>,
     next_handle: u32,
     /// A `Vec` taken whole by [`Peers::take_outputs`] (one `VecDeque` instantiation less in the wasm).
     out: Vec<PeerOutput>,
@@ -175,7 +175,6 @@ impl Peers {
             connect_timeout_ms,
             rng: Rng::new(seed),
             sessions: VecMap::new(),
-            by_peer: VecMap::new(),
             next_handle: 1,
             out: Vec::new(),
         }
@@ -241,11 +240,9 @@ impl Peers {
             return Err(ClientError::invalid("cannot connect to this client's own peer id"));
         }
         if label.len() > MAX_LABEL_BYTES {
-            return Err(ClientError::invalid(
-                ["label longer than ", &decimal(MAX_LABEL_BYTES as u64), " bytes"].concat(),
-            ));
+            return Err(ClientError::invalid(msg::LABEL_TOO_LONG));
         }
-        if let Some(&h) = self.by_peer.get(&peer)
+        if let Some(h) = self.handle_of(&peer)
             && let Some(s) = self.sessions.get_mut(&h)
         {
             match s.phase {
@@ -259,10 +256,7 @@ impl Peers {
             return Ok(());
         }
         if self.sessions.len() >= MAX_SESSIONS {
-            return Err(ClientError::new(
-                Code::Node(ErrorCode::LimitExceeded),
-                ["at most ", &decimal(MAX_SESSIONS as u64), " peer connections at once"].concat(),
-            ));
+            return Err(ClientError::new(Code::Node(ErrorCode::LimitExceeded), msg::TOO_MANY_SESSIONS));
         }
         let handle = self.alloc_handle();
         let id = self.rng.next_nonzero();
@@ -271,10 +265,15 @@ impl Peers {
         s.deadline = Some(now + self.connect_timeout_ms);
         s.making_offer = true;
         self.sessions.insert(handle, s);
-        self.by_peer.insert(peer, handle);
         self.rtc(RtcCommand::Create { handle, initiator: true, label: label.to_owned() });
         self.rtc(RtcCommand::CreateOffer { handle, ice_restart: false });
         Ok(())
+    }
+
+    /// The session with `peer`. A scan rather than a second map: sessions are few, and one map
+    /// type less is less wasm.
+    fn handle_of(&self, peer: &PeerId) -> Option<Handle> {
+        self.sessions.iter().find(|(_, s)| s.peer == *peer).map(|(h, _)| *h)
     }
 
     fn alloc_handle(&mut self) -> Handle {
@@ -334,9 +333,6 @@ impl Peers {
     /// Removes a session without telling anyone but the shell.
     fn forget(&mut self, handle: Handle) {
         if let Some(s) = self.sessions.remove(&handle) {
-            if self.by_peer.get(&s.peer) == Some(&handle) {
-                self.by_peer.remove(&s.peer);
-            }
             if s.phase != Phase::Deciding {
                 self.rtc(RtcCommand::Close { handle });
             }
@@ -402,7 +398,7 @@ impl Peers {
     }
 
     fn session_of(&self, from: &PeerId, id: u64) -> Option<Handle> {
-        let h = *self.by_peer.get(from)?;
+        let h = self.handle_of(from)?;
         (self.sessions.get(&h)?.id == id).then_some(h)
     }
 
@@ -469,7 +465,7 @@ impl Peers {
         now: Millis,
     ) {
         let mut waiters = Vec::new();
-        if let Some(&h) = self.by_peer.get(&from)
+        if let Some(h) = self.handle_of(&from)
             && let Some(s) = self.sessions.get_mut(&h)
         {
             if s.id == id {
@@ -503,7 +499,6 @@ impl Peers {
         s.deadline = Some(now + self.connect_timeout_ms);
         s.offer = Some(sdp);
         self.sessions.insert(handle, s);
-        self.by_peer.insert(from, handle);
         if wanted {
             self.accept(handle);
         } else {
