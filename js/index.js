@@ -37,6 +37,8 @@ const fail = (code, message, cause) => Promise.reject(new SignalMeshError(code, 
 const closed = () => fail('CLOSED', 'the client is closed');
 const aborted = (signal) => new SignalMeshError('ABORTED', 'the operation was aborted', signal.reason);
 const encoder = new TextEncoder();
+/** Text for the engine: UTF-8 bytes (the glue then needs no string encoder of its own). */
+const utf8 = (s) => encoder.encode(s);
 const toHex = (bytes) => Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
 const invalid = (message) => new SignalMeshError('INVALID_ARGUMENT', message);
 const decoder = new TextDecoder();
@@ -384,7 +386,7 @@ export class SignalClient extends EventTarget {
     client.#sign = id.sign;
     client.#peerId = toHex(id.peerId);
     const entropy = crypto.getRandomValues(new Uint8Array(8));
-    client.#engine = new WasmClient(Date.now(), servers.join('\n'), id.peerId, entropy, timeout || 0);
+    client.#engine = new WasmClient(Date.now(), utf8(servers.join('\n')), id.peerId, entropy, timeout || 0);
     await new Promise((resolve, reject) => {
       client.#start = [resolve, reject];
       client.#pump();
@@ -425,7 +427,7 @@ export class SignalClient extends EventTarget {
     const raw = await this.#op(options && options.signal, (e, now) => {
       if (!/^[0-9a-f]{64}$/i.test(peerId)) throw invalid('a peer id must be a string of 64 hex characters');
       const label = option(options, 'label', 'string') ?? 'signal-mesh';
-      return e.connect(now, Uint8Array.from(peerId.match(/../g), (h) => parseInt(h, 16)), label);
+      return e.connect(now, Uint8Array.from(peerId.match(/../g), (h) => parseInt(h, 16)), utf8(label));
     });
     const conn = this.#wrapConnection(raw);
     addStreams(conn, options && options.streams);
@@ -714,7 +716,7 @@ export class SignalClient extends EventTarget {
   #rtc(kind, h, a, b, c, d) {
     let r = this.#pcs.get(h);
     const report = (k, n = 0, x = '', y = '', z = '') => {
-      if (this.#pcs.get(h) === r) this.#call((e, now) => e.report(now, h, k, n, x, y, z));
+      if (this.#pcs.get(h) === r) this.#call((e, now) => e.report(now, h, k, n, utf8(x), utf8(y), utf8(z)));
     };
     if (kind === 0) {
       let pc;

@@ -10,7 +10,7 @@ use signal_mesh_proto::{
 };
 
 use super::backoff::{Rng, backoff_delay};
-use super::error::{ClientError, Code, cat, msg};
+use super::error::{ClientError, Code, cat, hex, msg};
 use super::pacer::Pacer;
 use super::peers::{Handle, PeerOutput, Peers, SdpKind};
 use super::servers::ServerList;
@@ -777,7 +777,8 @@ impl Client {
             Purpose::Rejoin => {
                 if let RequestBody::Join { topic, .. } = p.body {
                     self.topics.remove(&topic);
-                    let msg = cat(&["re-joining topic ", &topic.to_hex(), " failed: ", &err.message]);
+                    let hex = hex(topic.as_bytes());
+                    let msg = cat(&["re-joining topic ", &hex, " failed: ", &err.message]);
                     self.emit(Event::Error(ClientError::new(err.code, msg)));
                 }
             }

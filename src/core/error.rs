@@ -1,6 +1,7 @@
 //! Errors the client reports to the application, each with a stable code.
 
 use alloc::string::String;
+use alloc::vec::Vec;
 
 use core::fmt;
 
@@ -69,6 +70,17 @@ pub(crate) fn cat(parts: &[&str]) -> String {
         s.push_str(p);
     }
     s
+}
+
+/// Lowercase hex of `bytes`, as `PeerId::to_hex` spells it (without its `char` pushes).
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = Vec::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)]);
+        s.push(DIGITS[usize::from(b & 15)]);
+    }
+    String::from_utf8(s).unwrap_or_default()
 }
 
 /// Messages that name a limit, spelled out: building them at run time (`format!`, or digits by
@@ -154,6 +166,12 @@ mod tests {
             declared, known,
             "js/index.d.ts SignalMeshErrorCode differs from ErrorCode + CLIENT_CODES"
         );
+    }
+
+    #[test]
+    fn hex_is_the_ids_hex() {
+        let id = signal_mesh_proto::PeerId::from_array(core::array::from_fn(|i| (i * 37) as u8));
+        assert_eq!(hex(id.as_bytes()), id.to_hex());
     }
 
     #[test]

@@ -332,10 +332,10 @@ impl Peers {
 
     /// Removes a session without telling anyone but the shell.
     fn forget(&mut self, handle: Handle) {
-        if let Some(s) = self.sessions.remove(&handle) {
-            if s.phase != Phase::Deciding {
-                self.rtc(RtcCommand::Close { handle });
-            }
+        if let Some(s) = self.sessions.remove(&handle)
+            && s.phase != Phase::Deciding
+        {
+            self.rtc(RtcCommand::Close { handle });
         }
     }
 

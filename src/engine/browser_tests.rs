@@ -7,7 +7,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::{string::String, vec, vec::Vec};
+use std::{vec, vec::Vec};
 
 use js_sys::{ArrayBuffer, Promise, Uint8Array};
 use signal_mesh_proto::auth::Identity;
@@ -67,7 +67,13 @@ struct Page {
 impl Page {
     fn new(servers: &str, seed: u8, connect_timeout_ms: u32) -> Page {
         let id = Identity::from_seed([seed; 32]);
-        let e = WasmClient::new(now(), servers, id.peer_id().as_bytes(), &[seed; 8], connect_timeout_ms);
+        let e = WasmClient::new(
+            now(),
+            servers.as_bytes(),
+            id.peer_id().as_bytes(),
+            &[seed; 8],
+            connect_timeout_ms,
+        );
         Page { e, id, inbox: Rc::default(), socket: None, seen: vec![] }
     }
 
@@ -98,7 +104,7 @@ impl Page {
         let inbox = core::mem::take(&mut *self.inbox.borrow_mut());
         for (conn, what) in inbox {
             match what {
-                Ok(frame) => self.e.frame(now(), conn, frame),
+                Ok(frame) => self.e.frame(now(), conn, &frame),
                 Err(code) => self.e.closed(now(), conn, code.into()),
             }
         }
@@ -107,7 +113,7 @@ impl Page {
             self.e.tick(now());
         }
         let report = |e: &mut WasmClient, h: u64, kind: u32, n: f64, a: &str| {
-            e.report(now(), h as u32, kind, n, a.into(), String::new(), String::new());
+            e.report(now(), h as u32, kind, n, a.as_bytes(), b"", b"");
         };
         loop {
             let o = self.e.poll();
@@ -192,7 +198,7 @@ async fn two_engines_connect_through_a_real_node() {
         (p[0].find(11).is_some() && p[1].find(11).is_some()).then_some(())
     })
     .await;
-    let op = a.e.connect(now(), b.id.peer_id().as_bytes(), "t");
+    let op = a.e.connect(now(), b.id.peer_id().as_bytes(), b"t");
     assert!(op >= 1.0);
     let done = Page::until(&mut [&mut a, &mut b], 10_000, |p| {
         p[0].seen.iter().find(|(k, f)| (*k == 15 || *k == 16) && f[0].n() == op as u64).cloned()
@@ -203,7 +209,7 @@ async fn two_engines_connect_through_a_real_node() {
     let incoming = Page::until(&mut [&mut a, &mut b], 5000, |p| p[1].find(20).cloned()).await;
     assert_eq!(incoming[1].b(), a.id.peer_id().as_bytes());
     // An unknown peer is PEER_NOT_FOUND, not a timeout.
-    let op = a.e.connect(now(), &[0x5a; 32], "t");
+    let op = a.e.connect(now(), &[0x5a; 32], b"t");
     let failed = Page::until(&mut [&mut a], 5000, |p| {
         p[0].seen.iter().find(|(k, f)| *k == 16 && f[0].n() == op as u64).cloned()
     })

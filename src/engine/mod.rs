@@ -54,18 +54,18 @@ impl Drop for WasmClient {
 
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen)]
 impl WasmClient {
-    /// Starts a client at `now`: `servers` are the node URLs, one per line (the facade checks
-    /// them), `peer_id` the 32-byte public key the facade signs for, `entropy` 8 random bytes,
+    /// Starts a client at `now`: `servers` are the node URLs, one per line, UTF-8 (the facade
+    /// checks them), `peer_id` the 32-byte public key the facade signs for, `entropy` 8 random bytes,
     /// `connect_timeout_ms` 0 for the default. Its first outputs open a socket.
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen(constructor))]
     pub fn new(
         now: f64,
-        servers: &str,
+        servers: &[u8],
         peer_id: &[u8],
         entropy: &[u8],
         connect_timeout_ms: u32,
     ) -> WasmClient {
-        let servers = servers.lines().filter(|s| !s.is_empty()).map(String::from).collect();
+        let servers = text(servers).split('\n').filter(|s| !s.is_empty()).map(String::from).collect();
         // The facade passes its identity's key; a wrong length only makes the node refuse it.
         let peer_id = PeerId::from_slice(peer_id).unwrap_or(PeerId::from_array([0; 32]));
         let mut seed = [0; 8];
@@ -99,8 +99,8 @@ impl WasmClient {
     }
 
     /// A binary frame arrived on the socket of attempt `conn`.
-    pub fn frame(&mut self, now: f64, conn: u32, frame: Vec<u8>) {
-        self.core.handle_frame(conn, Bytes::from(frame), ms(now));
+    pub fn frame(&mut self, now: f64, conn: u32, frame: &[u8]) {
+        self.core.handle_frame(conn, Bytes::copy_from_slice(frame), ms(now));
     }
 
     /// The socket of attempt `conn` closed with `code` (0: it could not even be created).
@@ -117,13 +117,13 @@ impl WasmClient {
         }
     }
 
-    /// What the `RTCPeerConnection` of `handle` reports, by `kind`: 0 local description (`n` 1
+    /// What the `RTCPeerConnection` of `handle` reports (texts in UTF-8), by `kind`: 0 local description (`n` 1
     /// for an offer, `a` SDP), 1 local candidate (`a` candidate, `b` mid, `n` m-line index or -1,
     /// `c` username fragment), 2 data channel open, 3 ICE failed, 4 ICE connected, 5 negotiation
     /// needed, 6 closed (`a` why), 7 a WebRTC call failed (`a` why).
     #[allow(clippy::too_many_arguments)]
-    pub fn report(&mut self, now: f64, handle: u32, kind: u32, n: f64, a: String, b: String, c: String) {
-        let (h, now) = (Handle::from_raw(handle), ms(now));
+    pub fn report(&mut self, now: f64, handle: u32, kind: u32, n: f64, a: &[u8], b: &[u8], c: &[u8]) {
+        let (h, now, a) = (Handle::from_raw(handle), ms(now), text(a));
         let core = &mut self.core;
         match kind {
             0 => {
@@ -132,8 +132,9 @@ impl WasmClient {
             }
             1 => {
                 let index = (0.0..=f64::from(u16::MAX)).contains(&n).then_some(n as u16);
+                let (sdp_mid, username_fragment) = (text(b), text(c));
                 let candidate =
-                    Candidate { candidate: a, sdp_mid: b, sdp_m_line_index: index, username_fragment: c };
+                    Candidate { candidate: a, sdp_mid, sdp_m_line_index: index, username_fragment };
                 core.rtc_local_candidate(h, candidate, now);
             }
             2 => core.rtc_channel_open(h, now),
@@ -165,10 +166,10 @@ impl WasmClient {
     }
 
     /// Connects to the 32-byte peer id with a data channel `label`.
-    pub fn connect(&mut self, now: f64, peer: &[u8], label: &str) -> f64 {
+    pub fn connect(&mut self, now: f64, peer: &[u8], label: &[u8]) -> f64 {
         let r = PeerId::from_slice(peer)
             .map_err(|_| ClientError::invalid("a peer id is 32 bytes"))
-            .and_then(|p| self.core.connect(p, label, ms(now)));
+            .and_then(|p| self.core.connect(p, &text(label), ms(now)));
         self.started(r)
     }
 
@@ -225,6 +226,12 @@ impl WasmClient {
             }
         }
     }
+}
+
+/// UTF-8 from the facade (`TextEncoder`): strings cross as bytes, so the wasm-bindgen glue needs
+/// no string encoder of its own (less JavaScript).
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8(bytes.to_vec()).unwrap_or_default()
 }
 
 fn topic_id(bytes: &[u8]) -> Result<TopicId, ClientError> {

@@ -27,8 +27,13 @@ struct T {
 impl T {
     fn new(seed: u8) -> T {
         let id = Identity::from_seed([seed; 32]);
-        let e =
-            WasmClient::new(1000.0, "ws://a/signal\nws://b/signal\n", id.peer_id().as_bytes(), &[seed; 8], 0);
+        let e = WasmClient::new(
+            1000.0,
+            b"ws://a/signal\nws://b/signal\n",
+            id.peer_id().as_bytes(),
+            &[seed; 8],
+            0,
+        );
         let mut t = T { e, id, now: 1000.0, conn: 0, out: vec![] };
         t.drain();
         t
@@ -57,7 +62,7 @@ impl T {
     }
 
     fn node_says(&mut self, msg: ServerMessage) {
-        self.e.frame(self.now, self.conn as u32, encode_server(msg).to_vec());
+        self.e.frame(self.now, self.conn as u32, &encode_server(msg));
         self.drain();
     }
 
@@ -185,7 +190,7 @@ fn an_operation_that_fails_at_once_returns_0_and_its_error() {
     assert_eq!(t.error(), ("INVALID_ARGUMENT".into(), "lookup limit must be at least 1".into()));
     assert_eq!(t.e.join(t.now, &[1; 31], true), 0.0);
     assert_eq!(t.error().0, "INVALID_ARGUMENT");
-    assert_eq!(t.e.connect(t.now, t.id.peer_id().as_bytes(), "x"), 0.0);
+    assert_eq!(t.e.connect(t.now, t.id.peer_id().as_bytes(), b"x"), 0.0);
     assert_eq!(t.error().0, "INVALID_ARGUMENT");
     // The error is handed out once.
     assert!(t.e.error().is_empty());
@@ -221,18 +226,18 @@ fn a_connect_drives_the_facades_peer_connection_and_resolves_with_the_peer() {
     t.drain();
     t.out.clear();
     let peer = PeerId::from_array([0xcc; 32]);
-    let op = t.e.connect(t.now, peer.as_bytes(), "chat");
+    let op = t.e.connect(t.now, peer.as_bytes(), b"chat");
     assert!(op >= 1.0);
     let create = t.take(4);
     let h = create[0][0].n();
     assert_eq!(&create[0][1..], &[F::N(1), F::B(b"chat".to_vec())]);
     assert_eq!(t.take(5), vec![vec![F::N(h), F::N(0)]]);
-    t.e.report(t.now, h as u32, 0, 1.0, "v=0 offer".into(), String::new(), String::new());
+    t.e.report(t.now, h as u32, 0, 1.0, b"v=0 offer", b"", b"");
     let [PeerMessage::Offer { ref sdp, .. }] = signals(&mut t)[..] else { panic!("no offer") };
     assert_eq!(sdp, "v=0 offer");
     // A candidate without an m-line index (-1), then one with.
-    t.e.report(t.now, h as u32, 1, -1.0, "candidate:1".into(), "0".into(), "uf".into());
-    t.e.report(t.now, h as u32, 1, 2.0, "candidate:2".into(), String::new(), String::new());
+    t.e.report(t.now, h as u32, 1, -1.0, b"candidate:1", b"0", b"uf");
+    t.e.report(t.now, h as u32, 1, 2.0, b"candidate:2", b"", b"");
     let sent = signals(&mut t);
     let want = |c: &str, mid: &str, i, u: &str| {
         PeerMessage::Candidate(Candidate {
@@ -246,7 +251,7 @@ fn a_connect_drives_the_facades_peer_connection_and_resolves_with_the_peer() {
     assert_eq!(t.e.core().session_peer(crate::core::Handle::from_raw(h as u32)), Some(peer));
     // The peer answers (a signal relayed by the node) and trickles a candidate, in the session
     // our signals name.
-    t.e.report(t.now, h as u32, 1, 0.0, "candidate:3".into(), String::new(), String::new());
+    t.e.report(t.now, h as u32, 1, 0.0, b"candidate:3", b"", b"");
     let (_, body) = t.requests().pop().unwrap();
     let RequestBody::Signal { payload, .. } = body else { panic!("not a signal") };
     let session = PeerSignal::decode(payload).unwrap().session;
@@ -266,7 +271,7 @@ fn a_connect_drives_the_facades_peer_connection_and_resolves_with_the_peer() {
     let cand =
         vec![F::N(h), F::B(b"candidate:9".to_vec()), F::B(b"1".to_vec()), F::N(2), F::B(b"r".to_vec())];
     assert_eq!(t.take(8), vec![cand]);
-    t.e.report(t.now, h as u32, 2, 0.0, String::new(), String::new(), String::new());
+    t.e.report(t.now, h as u32, 2, 0.0, b"", b"", b"");
     assert_eq!(t.take(15), vec![vec![F::N(op as u64), F::N(h), F::B(vec![0xcc; 32])]]);
     // The application closes it: bye to the peer, the facade closes its RTCPeerConnection.
     t.e.close_connection(t.now, h as u32);
@@ -290,12 +295,12 @@ fn an_incoming_offer_is_asked_about_then_opens_as_a_connection_event() {
     t.e.decide(t.now, h as u32, true);
     assert_eq!(t.take(4)[0][1..], [F::N(0), F::B(b"l".to_vec())]);
     assert_eq!(t.take(6), vec![vec![F::N(h), F::B(b"v=0 o".to_vec())]]);
-    t.e.report(t.now, h as u32, 0, 0.0, "v=0 a".into(), String::new(), String::new());
+    t.e.report(t.now, h as u32, 0, 0.0, b"v=0 a", b"", b"");
     assert!(matches!(&signals(&mut t)[..], [PeerMessage::Answer { sdp }] if sdp == "v=0 a"));
-    t.e.report(t.now, h as u32, 2, 0.0, String::new(), String::new(), String::new());
+    t.e.report(t.now, h as u32, 2, 0.0, b"", b"", b"");
     assert_eq!(t.take(20), vec![vec![F::N(h), F::B(vec![0x11; 32])]]);
     // The data channel closes under it: the facade is told the connection closed.
-    t.e.report(t.now, h as u32, 6, 0.0, "gone".into(), String::new(), String::new());
+    t.e.report(t.now, h as u32, 6, 0.0, b"gone", b"", b"");
     assert_eq!(t.take(21), vec![vec![F::N(h), F::B(vec![0x11; 32])]]);
 }
 
@@ -318,7 +323,7 @@ fn close_fails_what_is_pending_and_closes_the_socket() {
 fn a_start_that_reaches_no_node_fails_with_timeout() {
     let id = Identity::from_seed([9; 32]);
     let mut t = T {
-        e: WasmClient::new(0.0, "ws://a/s", id.peer_id().as_bytes(), &[], 1500),
+        e: WasmClient::new(0.0, b"ws://a/s", id.peer_id().as_bytes(), &[], 1500),
         id,
         now: 0.0,
         conn: 0,
@@ -346,6 +351,6 @@ fn every_error_code_string_reaches_the_facade() {
     let e = t.take(22);
     assert_eq!((e[0][0].s(), e[0][1].s()), ("RATE_LIMITED", "slow"));
     // A frame that is not protobuf is reported too.
-    t.e.frame(t.now, t.conn as u32, vec![0xff, 0xff]);
+    t.e.frame(t.now, t.conn as u32, &[0xff, 0xff]);
     assert_eq!(t.take(22)[0][0].s(), "BAD_REQUEST");
 }
