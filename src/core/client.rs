@@ -31,6 +31,14 @@ fn decode_server(frame: Bytes) -> Option<ServerMessage> {
     ServerMessage::from_wire(wire).ok()
 }
 
+/// The earlier of two optional times.
+pub(super) fn earliest(a: Option<Millis>, b: Option<Millis>) -> Option<Millis> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        _ => a.or(b),
+    }
+}
+
 /// Identifies one WebSocket attempt; inputs about an older attempt are ignored.
 pub type ConnId = u32;
 
@@ -400,13 +408,18 @@ impl Client {
             Link::Up { next_ping, last_rx, .. } => Some((*next_ping).min(last_rx + self.idle_timeout())),
             Link::Down => None,
         };
-        let requests = self.in_flight.values().chain(self.queued.iter()).map(|p| p.deadline).min();
         let paced = (matches!(self.link, Link::Up { .. })
             && !self.queued.is_empty()
             && self.in_flight.len() < MAX_IN_FLIGHT)
             .then(|| self.pacer.next_token());
-        let sessions = self.peers.poll_timeout();
-        [link, requests, paced, sessions, self.start_deadline].into_iter().flatten().min()
+        // Plain loops: iterator chains over these cost noticeably more wasm.
+        let mut at = earliest(link, paced);
+        at = earliest(at, self.peers.poll_timeout());
+        at = earliest(at, self.start_deadline);
+        for p in self.in_flight.values().chain(&self.queued) {
+            at = earliest(at, Some(p.deadline));
+        }
+        at
     }
 
     fn push(&mut self, o: Output) {

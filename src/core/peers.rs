@@ -205,7 +205,11 @@ impl Peers {
 
     /// The earliest session deadline.
     pub fn poll_timeout(&self) -> Option<Millis> {
-        self.sessions.values().filter_map(|s| s.deadline).min()
+        let mut at = None;
+        for s in self.sessions.values() {
+            at = super::client::earliest(at, s.deadline);
+        }
+        at
     }
 
     /// How many sessions exist (open or not).
