@@ -44,9 +44,9 @@ const invalid = (message) => new SignalMeshError('INVALID_ARGUMENT', message);
 const decoder = new TextDecoder();
 
 /**
- * Reads one output of the engine (`WasmClient.poll()`): its kind, then fields in the order
- * `src/engine/out.rs` lists, each a number (an unsigned LEB128 varint) or a byte string (its
- * length, then the bytes).
+ * Reads one output of the engine (`WasmClient.poll()`): [kind, n1, n2, b1, b2, b3], three
+ * numbers (unsigned LEB128 varints) then three byte strings (a length, then the bytes), as
+ * `src/engine/out.rs` lists them.
  */
 function readOutput(b) {
   let i = 0;
@@ -61,13 +61,15 @@ function readOutput(b) {
     } while (c > 127);
     return n;
   };
-  const bytes = () => {
+  const o = [num(), num(), num()];
+  for (let k = 0; k < 3; k++) {
     const n = num();
-    return b.subarray(i, (i += n));
-  };
-  const text = () => decoder.decode(bytes());
-  return { num, bytes, text, hex: () => toHex(bytes()), error: () => new SignalMeshError(text(), text()) };
+    o.push(b.subarray(i, (i += n)));
+  }
+  return o;
 }
+const text = (b) => decoder.decode(b);
+const outputError = (o) => new SignalMeshError(text(o[3]), text(o[4]));
 
 /** `options[key]` when set: a `type` (numbers: non-negative integers), else INVALID_ARGUMENT. */
 function option(options, key, type) {
@@ -345,7 +347,7 @@ export class SignalClient extends EventTarget {
   /** The WebSocket of the current attempt: { conn, ws }. */
   #socket;
   #timer;
-  #at = -1;
+  #at = 0;
   /** Topic id hex -> the name the app used, for `detail.topicName`. */
   #names = new Map();
   /** Topic ids in call order: `join(name); leave(name)` joins before it leaves. */
@@ -481,54 +483,60 @@ export class SignalClient extends EventTarget {
     return r;
   }
 
-  /** Carries out the engine's outputs in order, then arms the timer for its next deadline. */
+  /**
+   * Carries out the engine's outputs in order; the last one (kind 23) says when to tick next
+   * (its time + 1; 0: no timer).
+   */
   #pump() {
     const e = this.#engine;
     // An output may close the client (a listener calls close()): then the rest is dropped.
-    for (let o; e && this.#engine === e && (o = e.poll()).length; ) this.#out(readOutput(o));
-    if (!e || this.#engine !== e) return;
-    const at = e.timeout();
-    if (at === this.#at) return;
-    clearTimeout(this.#timer);
-    this.#at = at;
-    if (at >= 0) {
-      const fire = () => {
-        this.#at = -1;
-        this.#call((e, now) => e.tick(now));
-      };
-      this.#timer = setTimeout(fire, Math.min(at - Date.now(), 2 ** 31 - 1));
+    for (let o; e && this.#engine === e; this.#out(o)) {
+      o = readOutput(e.poll());
+      if (o[0] === 23) {
+        const at = o[1];
+        if (at === this.#at) return;
+        clearTimeout(this.#timer);
+        this.#at = at;
+        if (at) {
+          const tick = () => {
+            this.#at = 0;
+            this.#call((e, now) => e.tick(now));
+          };
+          this.#timer = setTimeout(tick, Math.min(at - 1 - Date.now(), 2 ** 31 - 1));
+        }
+        return;
+      }
     }
   }
 
-  /** Carries out one output (numbered as in `src/engine/out.rs`). */
-  #out(r) {
-    const kind = r.num();
+  /** Carries out one output: [kind, n1, n2, b1, b2, b3] as `src/engine/out.rs` numbers them. */
+  #out(o) {
+    const [kind, n, m, a, b, c] = o;
     if (kind < 4) {
-      const conn = r.num();
       const s = this.#socket;
-      if (kind === 0) this.#open(conn, r.text());
-      else if (kind === 3) this.#signChallenge(conn, r.bytes().slice());
-      else if (s && s.conn === conn) {
+      if (kind === 0) this.#open(n, text(a));
+      else if (kind === 3) this.#signChallenge(n, a.slice());
+      else if (s && s.conn === n) {
         if (kind === 1) this.#closeSocket();
         else {
           // Dropped when the socket is not open; the engine times out what it waits for.
-          try { s.ws.send(r.bytes()); } catch { /* not open */ }
+          try { s.ws.send(a); } catch { /* not open */ }
         }
       }
       return;
     }
     if (kind < 10) {
       const k = kind - 4;
-      const h = r.num();
-      if (k === 0) this.#rtc(k, h, r.num(), r.text());
-      else if (k === 1) this.#rtc(k, h, r.num());
-      else if (k === 4) this.#rtc(k, h, r.text(), r.text(), r.num() - 1, r.text());
-      else this.#rtc(k, h, k < 4 ? r.text() : undefined);
+      // 0 create (initiator, label), 1 create an offer (ICE restart), 2 / 3 apply an offer / an
+      // answer (SDP), 4 add a candidate (candidate, mid, m-line index or -1, username fragment),
+      // 5 close
+      if (k < 2) this.#rtc(k, n, m, text(a));
+      else this.#rtc(k, n, text(a), text(b), m - 1, text(c));
       return;
     }
     switch (kind) {
       case 10:
-        this.#state = r.text();
+        this.#state = text(a);
         this.#dispatch('statechange', { state: this.#state });
         break;
       case 11:
@@ -537,7 +545,7 @@ export class SignalClient extends EventTarget {
         this.#start = undefined;
         if (kind === 11) start?.[0]();
         else {
-          start?.[1](r.error());
+          start?.[1](outputError(o));
           this.close();
         }
         break;
@@ -546,36 +554,34 @@ export class SignalClient extends EventTarget {
       case 14:
       case 15:
       case 16: {
-        const op = r.num();
-        const p = this.#ops.get(op);
+        const p = this.#ops.get(n);
         if (!p) break;
-        this.#ops.delete(op);
-        if (kind === 16) p[1](r.error());
-        else if (kind === 15) p[0]({ handle: r.num(), peerId: r.hex() });
+        this.#ops.delete(n);
+        if (kind === 16) p[1](outputError(o));
+        else if (kind === 15) p[0]({ handle: m, peerId: toHex(a) });
         else if (kind === 13) p[0]();
         else {
-          const b = r.bytes();
           const peers = [];
-          for (let i = 0; i < b.length; i += 32) peers.push(toHex(b.subarray(i, i + 32)));
+          for (let i = 0; i < a.length; i += 32) peers.push(toHex(a.subarray(i, i + 32)));
           p[0](peers);
         }
         break;
       }
       case 17:
       case 18: {
-        const detail = { topic: r.hex(), peerId: r.hex() };
+        const detail = { topic: toHex(a), peerId: toHex(b) };
         const name = this.#names.get(detail.topic);
         if (name !== undefined) detail.topicName = name;
         this.#dispatch(kind === 17 ? 'peer-joined' : 'peer-left', detail);
         break;
       }
       case 19:
-        this.#incoming(r.num(), r.hex());
+        this.#incoming(n, toHex(a));
         break;
       case 20: {
         let conn;
         try {
-          conn = this.#wrapConnection({ handle: r.num(), peerId: r.hex() });
+          conn = this.#wrapConnection({ handle: n, peerId: toHex(a) });
         } catch {
           break; // its RTCPeerConnection is gone already
         }
@@ -585,10 +591,10 @@ export class SignalClient extends EventTarget {
         break;
       }
       case 21:
-        this.#connections.get(r.num())?._closed();
+        this.#connections.get(n)?._closed();
         break;
       case 22:
-        this.#dispatch('error', { error: r.error() });
+        this.#dispatch('error', { error: outputError(o) });
         break;
       default:
     }
@@ -664,11 +670,11 @@ export class SignalClient extends EventTarget {
     if (!e) return closed();
     if (signal && signal.aborted) return Promise.reject(aborted(signal));
     let op;
-    // Registered before any output runs: an operation may complete at once.
+    // Registered before any output runs: an operation may complete at once. One that failed at
+    // once is operation 0, and its failure the next output.
     const p = new Promise((resolve, reject) => {
       op = start(e, Date.now());
-      if (op) this.#ops.set(op, [resolve, reject]);
-      else reject(readOutput(e.error()).error());
+      this.#ops.set(op, [resolve, reject]);
     });
     this.#pump();
     if (!signal || !op) return p;

@@ -18,7 +18,8 @@ use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
 
 use super::WasmClient;
-use super::out::read::{F, read};
+use super::out::IDLE;
+use super::out::read::{Out, read};
 
 wasm_bindgen_test_configure!(run_in_browser);
 
@@ -61,7 +62,9 @@ struct Page {
     inbox: Inbox,
     socket: Option<Socket>,
     /// Outputs the driver does not carry out itself (events, settled operations).
-    seen: Vec<(u64, Vec<F>)>,
+    seen: Vec<Out>,
+    /// When the engine wants `tick` (a `Date.now()` time).
+    timer: Option<f64>,
 }
 
 impl Page {
@@ -74,7 +77,7 @@ impl Page {
             &[seed; 8],
             connect_timeout_ms,
         );
-        Page { e, id, inbox: Rc::default(), socket: None, seen: vec![] }
+        Page { e, id, inbox: Rc::default(), socket: None, seen: vec![], timer: None }
     }
 
     fn open(&mut self, conn: u32, url: &str) {
@@ -108,46 +111,45 @@ impl Page {
                 Err(code) => self.e.closed(now(), conn, code.into()),
             }
         }
-        let at = self.e.timeout();
-        if at >= 0.0 && at <= now() {
+        if self.timer.is_some_and(|at| at <= now()) {
             self.e.tick(now());
         }
         let report = |e: &mut WasmClient, h: u64, kind: u32, n: f64, a: &str| {
             e.report(now(), h as u32, kind, n, a.as_bytes(), b"", b"");
         };
         loop {
-            let o = self.e.poll();
-            if o.is_empty() {
-                break;
-            }
-            let (kind, f) = read(&o);
-            let conn = || f[0].n() as u32;
-            match kind {
-                0 => self.open(conn(), f[1].s()),
+            let o = read(&self.e.poll());
+            let (n, conn) = (o.n[0], o.n[0] as u32);
+            match o.kind {
+                IDLE => {
+                    self.timer = n.checked_sub(1).map(|t| t as f64);
+                    break;
+                }
+                0 => self.open(conn, o.s(0)),
                 1 => {
-                    if self.socket.as_ref().is_some_and(|s| s.conn == conn()) {
+                    if self.socket.as_ref().is_some_and(|s| s.conn == conn) {
                         self.socket = None;
                     }
                 }
                 2 => {
-                    if let Some(s) = self.socket.as_ref().filter(|s| s.conn == conn()) {
-                        let _ = s.ws.send_with_u8_array(f[1].b());
+                    if let Some(s) = self.socket.as_ref().filter(|s| s.conn == conn) {
+                        let _ = s.ws.send_with_u8_array(&o.b[0]);
                     }
                 }
                 3 => {
-                    let signature = self.id.sign(f[1].b());
-                    self.e.signed(now(), conn(), &signature);
+                    let signature = self.id.sign(&o.b[0]);
+                    self.e.signed(now(), conn, &signature);
                 }
                 // The fake WebRTC stack: descriptions at once, the channel open once applied.
-                5 => report(&mut self.e, f[0].n(), 0, 1.0, "v=0 offer"),
+                5 => report(&mut self.e, n, 0, 1.0, "v=0 offer"),
                 6 => {
-                    report(&mut self.e, f[0].n(), 0, 0.0, "v=0 answer");
-                    report(&mut self.e, f[0].n(), 2, 0.0, "");
+                    report(&mut self.e, n, 0, 0.0, "v=0 answer");
+                    report(&mut self.e, n, 2, 0.0, "");
                 }
-                7 => report(&mut self.e, f[0].n(), 2, 0.0, ""),
+                7 => report(&mut self.e, n, 2, 0.0, ""),
                 4 | 8 | 9 => {}
-                19 => self.e.decide(now(), f[0].n() as u32, true),
-                _ => self.seen.push((kind, f)),
+                19 => self.e.decide(now(), conn, true),
+                _ => self.seen.push(o),
             }
         }
     }
@@ -166,8 +168,8 @@ impl Page {
         panic!("timed out");
     }
 
-    fn find(&self, kind: u64) -> Option<&Vec<F>> {
-        self.seen.iter().find(|(k, _)| *k == kind).map(|(_, f)| f)
+    fn find(&self, kind: u64) -> Option<&Out> {
+        self.seen.iter().find(|o| o.kind == kind)
     }
 }
 
@@ -177,7 +179,7 @@ async fn an_engine_without_a_reachable_node_fails_to_start_with_timeout() {
     let mut p = Page::new("ws://127.0.0.1:9/signal", 3, 1500);
     assert_eq!(WasmClient::live_engines(), before + 1);
     let err = Page::until(&mut [&mut p], 5000, |p| p[0].find(12).cloned()).await;
-    assert_eq!(err[0].s(), "TIMEOUT");
+    assert_eq!(err.s(0), "TIMEOUT");
     assert!(p.find(11).is_none());
     drop(p);
     assert_eq!(WasmClient::live_engines(), before);
@@ -201,20 +203,20 @@ async fn two_engines_connect_through_a_real_node() {
     let op = a.e.connect(now(), b.id.peer_id().as_bytes(), b"t");
     assert!(op >= 1.0);
     let done = Page::until(&mut [&mut a, &mut b], 10_000, |p| {
-        p[0].seen.iter().find(|(k, f)| (*k == 15 || *k == 16) && f[0].n() == op as u64).cloned()
+        p[0].seen.iter().find(|o| (o.kind == 15 || o.kind == 16) && o.n[0] == op as u64).cloned()
     })
     .await;
-    assert_eq!(done.0, 15, "connect failed: {:?}", done.1);
-    assert_eq!(done.1[2].b(), b.id.peer_id().as_bytes());
+    assert_eq!(done.kind, 15, "connect failed: {done:?}");
+    assert_eq!(done.b[0], b.id.peer_id().as_bytes());
     let incoming = Page::until(&mut [&mut a, &mut b], 5000, |p| p[1].find(20).cloned()).await;
-    assert_eq!(incoming[1].b(), a.id.peer_id().as_bytes());
+    assert_eq!(incoming.b[0], a.id.peer_id().as_bytes());
     // An unknown peer is PEER_NOT_FOUND, not a timeout.
     let op = a.e.connect(now(), &[0x5a; 32], b"t");
     let failed = Page::until(&mut [&mut a], 5000, |p| {
-        p[0].seen.iter().find(|(k, f)| *k == 16 && f[0].n() == op as u64).cloned()
+        p[0].seen.iter().find(|o| o.kind == 16 && o.n[0] == op as u64).cloned()
     })
     .await;
-    assert_eq!(failed.1[1].s(), "PEER_NOT_FOUND");
+    assert_eq!(failed.s(0), "PEER_NOT_FOUND");
     a.e.close(now());
     b.e.close(now());
     a.step();

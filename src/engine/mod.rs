@@ -2,7 +2,7 @@
 //! numbers, strings and byte arrays. It holds no JavaScript value and calls no JavaScript: the
 //! facade (`js/index.js`) owns the WebSocket, the timer, the identity, the `RTCPeerConnection`s
 //! and the promises, feeds every input in with the time (`now`, `Date.now()`), then drains
-//! [`WasmClient::poll`] and arms one `setTimeout` for [`WasmClient::timeout`].
+//! [`WasmClient::poll`], whose last output says when to arm the one `setTimeout`.
 //!
 //! Each output is one byte string (see [`out`]) the facade reads with a few lines of JavaScript.
 //! Measured against the wasm-bindgen shell this replaces (WebSocket, timer, promises and events
@@ -42,8 +42,8 @@ fn ms(now: f64) -> Millis {
 #[derive(Debug)]
 pub struct WasmClient {
     core: Client,
-    /// Why the last operation call failed at once (see [`WasmClient::error`]).
-    error: Option<ClientError>,
+    /// Why the last operation call failed at once: the next output.
+    failed: Option<ClientError>,
 }
 
 impl Drop for WasmClient {
@@ -77,20 +77,19 @@ impl WasmClient {
             config.connect_timeout_ms = connect_timeout_ms.into();
         }
         LIVE.fetch_add(1, Ordering::Relaxed);
-        WasmClient { core: Client::new(config, ms(now)), error: None }
+        WasmClient { core: Client::new(config, ms(now)), failed: None }
     }
 
-    /// The next output, encoded (see [`out`]); empty when there is none.
+    /// The next output, encoded (see [`out`]). The last of a drain is [`out::IDLE`], with the
+    /// time (`Date.now()`) [`WasmClient::tick`] is due.
     pub fn poll(&mut self) -> Vec<u8> {
+        if let Some(e) = self.failed.take() {
+            return out::error(16, 0, &e);
+        }
         match self.core.poll_output() {
             Some(o) => out::encode(&self.core, o),
-            None => Vec::new(),
+            None => out::put(out::IDLE, self.core.poll_timeout().map_or(0, |t| t + 1), 0, [b""; 3]),
         }
-    }
-
-    /// When [`WasmClient::tick`] is due (a `Date.now()` time), or -1.
-    pub fn timeout(&self) -> f64 {
-        self.core.poll_timeout().map_or(-1.0, |t| t as f64)
     }
 
     /// The timer fired.
@@ -146,7 +145,8 @@ impl WasmClient {
         }
     }
 
-    /// Joins the 32-byte topic id: the operation's id, or 0 (see [`WasmClient::error`]).
+    /// Joins the 32-byte topic id: the operation's id, or 0 when it failed at once (its failure
+    /// is then the next output, for operation 0).
     pub fn join(&mut self, now: f64, topic: &[u8], announce: bool) -> f64 {
         let r = topic_id(topic).and_then(|t| self.core.join(t, announce, ms(now)));
         self.started(r)
@@ -171,16 +171,6 @@ impl WasmClient {
             .map_err(|_| ClientError::invalid("a peer id is 32 bytes"))
             .and_then(|p| self.core.connect(p, &text(label), ms(now)));
         self.started(r)
-    }
-
-    /// Why the last operation call returned 0: its code and message, encoded as an output's
-    /// fields are (see [`out`]).
-    pub fn error(&mut self) -> Vec<u8> {
-        let mut w = out::Writer::default();
-        if let Some(e) = self.error.take() {
-            w.error(&e);
-        }
-        w.into_bytes()
     }
 
     /// Aborts a lookup or connect: it completes with `ABORTED`.
@@ -221,7 +211,7 @@ impl WasmClient {
         match r {
             Ok(op) => op as f64,
             Err(e) => {
-                self.error = Some(e);
+                self.failed = Some(e);
                 0.0
             }
         }

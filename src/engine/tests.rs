@@ -13,7 +13,8 @@ use signal_mesh_proto::{
 };
 
 use super::WasmClient;
-use super::out::read::{F, Reader, read};
+use super::out::IDLE;
+use super::out::read::{Out, read};
 use crate::core::signal::{Candidate, PeerMessage, PeerSignal};
 
 struct T {
@@ -21,7 +22,9 @@ struct T {
     id: Identity,
     now: f64,
     conn: u64,
-    out: Vec<(u64, Vec<F>)>,
+    out: Vec<Out>,
+    /// The timer the last drain asked for (`Date.now()` time), if any.
+    timer: Option<f64>,
 }
 
 impl T {
@@ -34,31 +37,32 @@ impl T {
             &[seed; 8],
             0,
         );
-        let mut t = T { e, id, now: 1000.0, conn: 0, out: vec![] };
+        let mut t = T { e, id, now: 1000.0, conn: 0, out: vec![], timer: None };
         t.drain();
         t
     }
 
     fn drain(&mut self) {
         loop {
-            let o = self.e.poll();
-            if o.is_empty() {
-                break;
+            let o = read(&self.e.poll());
+            match o.kind {
+                IDLE => {
+                    self.timer = o.n[0].checked_sub(1).map(|t| t as f64);
+                    break;
+                }
+                0 => self.conn = o.n[0],
+                _ => {}
             }
-            let (kind, f) = read(&o);
-            if kind == 0 {
-                self.conn = f[0].n();
-            }
-            self.out.push((kind, f));
+            self.out.push(o);
         }
     }
 
     /// The outputs of `kind` since the last call, removed.
-    fn take(&mut self, kind: u64) -> Vec<Vec<F>> {
+    fn take(&mut self, kind: u64) -> Vec<Out> {
         self.drain();
-        let (hit, rest) = core::mem::take(&mut self.out).into_iter().partition(|(k, _)| *k == kind);
+        let (hit, rest) = core::mem::take(&mut self.out).into_iter().partition(|o| o.kind == kind);
         self.out = rest;
-        hit.into_iter().map(|(_, f)| f).collect()
+        hit
     }
 
     fn node_says(&mut self, msg: ServerMessage) {
@@ -70,9 +74,9 @@ impl T {
     fn sent(&mut self) -> Vec<ClientMessage> {
         self.take(2)
             .into_iter()
-            .map(|f| {
-                assert_eq!(f[0].n(), self.conn);
-                decode_client(Bytes::from(f[1].b().to_vec()), 1 << 20).unwrap()
+            .map(|o| {
+                assert_eq!(o.n[0], self.conn);
+                decode_client(Bytes::from(o.b[0].clone()), 1 << 20).unwrap()
             })
             .collect()
     }
@@ -96,12 +100,12 @@ impl T {
         self.node_says(ServerMessage::Challenge(challenge.clone()));
         let sign = self.take(3);
         assert_eq!(sign.len(), 1);
-        assert_eq!(sign[0][0].n(), self.conn);
-        assert_eq!(sign[0][1].b(), signed_message(&challenge.node_id, &challenge.nonce).as_slice());
+        assert_eq!(sign[0].n[0], self.conn);
+        assert_eq!(sign[0].b[0], signed_message(&challenge.node_id, &challenge.nonce));
         // Anything but 64 bytes is ignored.
         self.e.signed(self.now, self.conn as u32, &[1; 63]);
         assert!(self.sent().is_empty());
-        self.e.signed(self.now, self.conn as u32, &self.id.sign(sign[0][1].b()));
+        self.e.signed(self.now, self.conn as u32, &self.id.sign(&sign[0].b[0]));
         let [ClientMessage::Authenticate(Authenticate { peer_id, nonce, signature, .. })] = self.sent()[..]
         else {
             panic!("no Authenticate")
@@ -111,12 +115,20 @@ impl T {
         self.node_says(ServerMessage::Welcome(welcome));
     }
 
-    fn error(&mut self) -> (String, String) {
-        let e = self.e.error();
-        let mut r = Reader(&e);
-        let got = (r.text(), r.text());
-        assert!(r.done());
-        got
+    /// The failure of the operation call that just returned 0.
+    fn failure(&mut self) -> (String, String) {
+        let f = self.take(16);
+        assert_eq!((f.len(), f[0].n[0]), (1, 0));
+        (f[0].s(0).into(), f[0].s(1).into())
+    }
+}
+
+/// An output with numbers `n` and byte strings `b` (the rest 0 / empty).
+fn out(kind: u64, n: &[u64], b: &[&[u8]]) -> Out {
+    Out {
+        kind,
+        n: core::array::from_fn(|i| n.get(i).copied().unwrap_or(0)),
+        b: core::array::from_fn(|i| b.get(i).map(|b| b.to_vec()).unwrap_or_default()),
     }
 }
 
@@ -127,11 +139,11 @@ fn topic(name: &str) -> TopicId {
 #[test]
 fn a_new_engine_opens_the_first_server_and_goes_online_through_the_handshake() {
     let mut t = T::new(1);
-    assert_eq!(t.take(0), vec![vec![F::N(1), F::B(b"ws://a/signal".to_vec())]]);
-    assert!(t.e.timeout() >= 1000.0, "a handshake deadline");
+    assert_eq!(t.take(0), vec![out(0, &[1], &[b"ws://a/signal"])]);
+    assert!(t.timer.is_some_and(|at| at >= 1000.0), "a handshake deadline");
     t.online();
-    assert_eq!(t.take(10), vec![vec![F::B(b"online".to_vec())]]);
-    assert_eq!(t.take(11), vec![Vec::<F>::new()]);
+    assert_eq!(t.take(10), vec![out(10, &[], &[b"online"])]);
+    assert_eq!(t.take(11), vec![out(11, &[], &[])]);
     assert!(t.out.is_empty(), "{:?}", t.out);
 }
 
@@ -142,10 +154,10 @@ fn a_closed_socket_moves_on_to_the_next_server_when_the_timer_fires() {
     // 0: the socket could not even be created.
     t.e.closed(t.now, 1, 0);
     t.drain();
-    let at = t.e.timeout();
+    let at = t.timer.unwrap();
     assert!(at > t.now);
     t.e.tick(at);
-    assert_eq!(t.take(0), vec![vec![F::N(2), F::B(b"ws://b/signal".to_vec())]]);
+    assert_eq!(t.take(0), vec![out(0, &[2], &[b"ws://b/signal"])]);
 }
 
 #[test]
@@ -158,7 +170,7 @@ fn operations_return_their_id_and_settle_through_outputs() {
     assert!(join >= 1.0);
     let [(id, RequestBody::Join { announce: true, .. })] = t.requests()[..] else { panic!("no join") };
     t.node_says(ServerMessage::Response { id, body: ResponseBody::Ok });
-    assert_eq!(t.take(13), vec![vec![F::N(join as u64)]]);
+    assert_eq!(t.take(13), vec![out(13, &[join as u64], &[])]);
 
     let a = PeerId::from_array([0xaa; 32]);
     let b = PeerId::from_array([0xbb; 32]);
@@ -168,9 +180,7 @@ fn operations_return_their_id_and_settle_through_outputs() {
         id,
         body: ResponseBody::Lookup { peers: vec![a, b], next_cursor: None },
     });
-    let done = t.take(14);
-    assert_eq!(done[0][0].n(), lookup as u64);
-    assert_eq!(done[0][1].b(), [[0xaa; 32], [0xbb; 32]].concat().as_slice());
+    assert_eq!(t.take(14), vec![out(14, &[lookup as u64], &[&[[0xaa; 32], [0xbb; 32]].concat()])]);
 
     let leave = t.e.leave(t.now, topic("x").as_bytes());
     let [(id, RequestBody::Leave { .. })] = t.requests()[..] else { panic!("no leave") };
@@ -178,22 +188,22 @@ fn operations_return_their_id_and_settle_through_outputs() {
         id,
         body: ResponseBody::Error { code: signal_mesh_proto::ErrorCode::NotJoined, message: "no".into() },
     });
-    let failed = t.take(16);
-    assert_eq!(failed[0][0].n(), leave as u64);
-    assert_eq!((failed[0][1].s(), failed[0][2].s()), ("NOT_JOINED", "no"));
+    assert_eq!(t.take(16), vec![out(16, &[leave as u64], &[b"NOT_JOINED", b"no"])]);
 }
 
 #[test]
-fn an_operation_that_fails_at_once_returns_0_and_its_error() {
+fn an_operation_that_fails_at_once_returns_0_and_its_failure_is_the_next_output() {
     let mut t = T::new(4);
+    t.drain();
     assert_eq!(t.e.lookup(t.now, topic("x").as_bytes(), 0.0), 0.0);
-    assert_eq!(t.error(), ("INVALID_ARGUMENT".into(), "lookup limit must be at least 1".into()));
+    assert_eq!(t.failure(), ("INVALID_ARGUMENT".into(), "lookup limit must be at least 1".into()));
     assert_eq!(t.e.join(t.now, &[1; 31], true), 0.0);
-    assert_eq!(t.error().0, "INVALID_ARGUMENT");
+    assert_eq!(t.failure().0, "INVALID_ARGUMENT");
     assert_eq!(t.e.connect(t.now, t.id.peer_id().as_bytes(), b"x"), 0.0);
-    assert_eq!(t.error().0, "INVALID_ARGUMENT");
-    // The error is handed out once.
-    assert!(t.e.error().is_empty());
+    // Before any other output.
+    assert_eq!(read(&t.e.poll()).kind, 16);
+    // Reported once.
+    assert!(t.take(16).is_empty());
 }
 
 #[test]
@@ -203,9 +213,10 @@ fn node_events_become_peer_joined_and_peer_left() {
     let p = PeerId::from_array([9; 32]);
     t.node_says(ServerMessage::Event(NodeEvent::PeerJoined { topic: topic("x"), peer: p }));
     t.node_says(ServerMessage::Event(NodeEvent::PeerLeft { topic: topic("x"), peer: p }));
-    let want = vec![F::B(topic("x").as_bytes().to_vec()), F::B(vec![9; 32])];
-    assert_eq!(t.take(17), vec![want.clone()]);
-    assert_eq!(t.take(18), vec![want]);
+    let x = topic("x");
+    let ids: [&[u8]; 2] = [x.as_bytes(), &[9; 32]];
+    assert_eq!(t.take(17), vec![out(17, &[], &ids)]);
+    assert_eq!(t.take(18), vec![out(18, &[], &ids)]);
 }
 
 /// The peer signals sent since the last call, parsed.
@@ -229,9 +240,9 @@ fn a_connect_drives_the_facades_peer_connection_and_resolves_with_the_peer() {
     let op = t.e.connect(t.now, peer.as_bytes(), b"chat");
     assert!(op >= 1.0);
     let create = t.take(4);
-    let h = create[0][0].n();
-    assert_eq!(&create[0][1..], &[F::N(1), F::B(b"chat".to_vec())]);
-    assert_eq!(t.take(5), vec![vec![F::N(h), F::N(0)]]);
+    let h = create[0].n[0];
+    assert_eq!(create, vec![out(4, &[h, 1], &[b"chat"])]);
+    assert_eq!(t.take(5), vec![out(5, &[h, 0], &[])]);
     t.e.report(t.now, h as u32, 0, 1.0, b"v=0 offer", b"", b"");
     let [PeerMessage::Offer { ref sdp, .. }] = signals(&mut t)[..] else { panic!("no offer") };
     assert_eq!(sdp, "v=0 offer");
@@ -267,16 +278,14 @@ fn a_connect_drives_the_facades_peer_connection_and_resolves_with_the_peer() {
         }),
     };
     t.node_says(ServerMessage::Event(NodeEvent::Signal { from: peer, payload: remote.encode() }));
-    assert_eq!(t.take(7), vec![vec![F::N(h), F::B(b"v=0 answer".to_vec())]]);
-    let cand =
-        vec![F::N(h), F::B(b"candidate:9".to_vec()), F::B(b"1".to_vec()), F::N(2), F::B(b"r".to_vec())];
-    assert_eq!(t.take(8), vec![cand]);
+    assert_eq!(t.take(7), vec![out(7, &[h], &[b"v=0 answer"])]);
+    assert_eq!(t.take(8), vec![out(8, &[h, 2], &[b"candidate:9", b"1", b"r"])]);
     t.e.report(t.now, h as u32, 2, 0.0, b"", b"", b"");
-    assert_eq!(t.take(15), vec![vec![F::N(op as u64), F::N(h), F::B(vec![0xcc; 32])]]);
+    assert_eq!(t.take(15), vec![out(15, &[op as u64, h], &[&[0xcc; 32]])]);
     // The application closes it: bye to the peer, the facade closes its RTCPeerConnection.
     t.e.close_connection(t.now, h as u32);
     assert!(matches!(signals(&mut t)[..], [PeerMessage::Bye { .. }]));
-    assert_eq!(t.take(9), vec![vec![F::N(h)]]);
+    assert_eq!(t.take(9), vec![out(9, &[h], &[])]);
 }
 
 #[test]
@@ -290,18 +299,18 @@ fn an_incoming_offer_is_asked_about_then_opens_as_a_connection_event() {
     };
     t.node_says(ServerMessage::Event(NodeEvent::Signal { from: peer, payload: offer.encode() }));
     let ask = t.take(19);
-    let h = ask[0][0].n();
-    assert_eq!(ask[0][1].b(), &[0x11; 32]);
+    let h = ask[0].n[0];
+    assert_eq!(ask, vec![out(19, &[h], &[&[0x11; 32]])]);
     t.e.decide(t.now, h as u32, true);
-    assert_eq!(t.take(4)[0][1..], [F::N(0), F::B(b"l".to_vec())]);
-    assert_eq!(t.take(6), vec![vec![F::N(h), F::B(b"v=0 o".to_vec())]]);
+    assert_eq!(t.take(4), vec![out(4, &[h, 0], &[b"l"])]);
+    assert_eq!(t.take(6), vec![out(6, &[h], &[b"v=0 o"])]);
     t.e.report(t.now, h as u32, 0, 0.0, b"v=0 a", b"", b"");
     assert!(matches!(&signals(&mut t)[..], [PeerMessage::Answer { sdp }] if sdp == "v=0 a"));
     t.e.report(t.now, h as u32, 2, 0.0, b"", b"", b"");
-    assert_eq!(t.take(20), vec![vec![F::N(h), F::B(vec![0x11; 32])]]);
+    assert_eq!(t.take(20), vec![out(20, &[h], &[&[0x11; 32]])]);
     // The data channel closes under it: the facade is told the connection closed.
     t.e.report(t.now, h as u32, 6, 0.0, b"gone", b"", b"");
-    assert_eq!(t.take(21), vec![vec![F::N(h), F::B(vec![0x11; 32])]]);
+    assert_eq!(t.take(21), vec![out(21, &[h], &[&[0x11; 32]])]);
 }
 
 #[test]
@@ -312,26 +321,20 @@ fn close_fails_what_is_pending_and_closes_the_socket() {
     t.drain();
     t.out.clear();
     t.e.close(t.now);
-    assert_eq!(t.take(1), vec![vec![F::N(t.conn)]]);
-    let failed = t.take(16);
-    assert_eq!((failed[0][0].n(), failed[0][1].s()), (op as u64, "CLOSED"));
-    assert_eq!(t.take(10), vec![vec![F::B(b"closed".to_vec())]]);
-    assert_eq!(t.e.timeout(), -1.0);
+    assert_eq!(t.take(1), vec![out(1, &[t.conn], &[])]);
+    assert_eq!(t.take(16), vec![out(16, &[op as u64], &[b"CLOSED", b"the client was closed"])]);
+    assert_eq!(t.take(10), vec![out(10, &[], &[b"closed"])]);
+    assert_eq!(t.timer, None);
 }
 
 #[test]
 fn a_start_that_reaches_no_node_fails_with_timeout() {
     let id = Identity::from_seed([9; 32]);
-    let mut t = T {
-        e: WasmClient::new(0.0, b"ws://a/s", id.peer_id().as_bytes(), &[], 1500),
-        id,
-        now: 0.0,
-        conn: 0,
-        out: vec![],
-    };
+    let e = WasmClient::new(0.0, b"ws://a/s", id.peer_id().as_bytes(), &[], 1500);
+    let mut t = T { e, id, now: 0.0, conn: 0, out: vec![], timer: None };
     t.drain();
     while t.take(12).is_empty() {
-        let at = t.e.timeout();
+        let at = t.timer.unwrap();
         assert!((0.0..=1500.0).contains(&at), "a deadline within the connect timeout: {at}");
         t.e.closed(at, t.conn as u32, 1006);
         t.e.tick(at);
@@ -340,7 +343,7 @@ fn a_start_that_reaches_no_node_fails_with_timeout() {
 }
 
 #[test]
-fn every_error_code_string_reaches_the_facade() {
+fn node_errors_and_malformed_frames_are_error_outputs() {
     // The node's ERROR frame, outside any request, is an `error` output with its code.
     let mut t = T::new(10);
     t.online();
@@ -348,9 +351,8 @@ fn every_error_code_string_reaches_the_facade() {
         code: signal_mesh_proto::ErrorCode::RateLimited,
         message: "slow".into(),
     });
-    let e = t.take(22);
-    assert_eq!((e[0][0].s(), e[0][1].s()), ("RATE_LIMITED", "slow"));
+    assert_eq!(t.take(22), vec![out(22, &[], &[b"RATE_LIMITED", b"slow"])]);
     // A frame that is not protobuf is reported too.
     t.e.frame(t.now, t.conn as u32, &[0xff, 0xff]);
-    assert_eq!(t.take(22)[0][0].s(), "BAD_REQUEST");
+    assert_eq!(t.take(22)[0].s(0), "BAD_REQUEST");
 }
