@@ -387,8 +387,13 @@ export class SignalClient extends EventTarget {
     client.#iceServers = ice;
     client.#sign = id.sign;
     client.#peerId = toHex(id.peerId);
-    const entropy = crypto.getRandomValues(new Uint8Array(8));
-    client.#engine = new WasmClient(Date.now(), utf8(servers.join('\n')), id.peerId, entropy, timeout || 0);
+    // The engine's config: the public key, 8 random bytes (its seed), the URLs one per line.
+    const urls = utf8(servers.join('\n'));
+    const config = new Uint8Array(40 + urls.length);
+    config.set(id.peerId);
+    crypto.getRandomValues(config.subarray(32, 40));
+    config.set(urls, 40);
+    client.#engine = new WasmClient(Date.now(), config, timeout || 0);
     await new Promise((resolve, reject) => {
       client.#start = [resolve, reject];
       client.#pump();
@@ -429,7 +434,8 @@ export class SignalClient extends EventTarget {
     const raw = await this.#op(options && options.signal, (e, now) => {
       if (!/^[0-9a-f]{64}$/i.test(peerId)) throw invalid('a peer id must be a string of 64 hex characters');
       const label = option(options, 'label', 'string') ?? 'signal-mesh';
-      return e.connect(now, Uint8Array.from(peerId.match(/../g), (h) => parseInt(h, 16)), utf8(label));
+      // The peer id's 32 bytes, then the label.
+      return e.connect(now, Uint8Array.of(...peerId.match(/../g).map((h) => parseInt(h, 16)), ...utf8(label)));
     });
     const conn = this.#wrapConnection(raw);
     addStreams(conn, options && options.streams);
@@ -722,7 +728,7 @@ export class SignalClient extends EventTarget {
   #rtc(kind, h, a, b, c, d) {
     let r = this.#pcs.get(h);
     const report = (k, n = 0, x = '', y = '', z = '') => {
-      if (this.#pcs.get(h) === r) this.#call((e, now) => e.report(now, h, k, n, utf8(x), utf8(y), utf8(z)));
+      if (this.#pcs.get(h) === r) this.#call((e, now) => e.report(now, h, k, n, utf8(`${x}\0${y}\0${z}`)));
     };
     if (kind === 0) {
       let pc;

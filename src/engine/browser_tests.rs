@@ -70,13 +70,8 @@ struct Page {
 impl Page {
     fn new(servers: &str, seed: u8, connect_timeout_ms: u32) -> Page {
         let id = Identity::from_seed([seed; 32]);
-        let e = WasmClient::new(
-            now(),
-            servers.as_bytes(),
-            id.peer_id().as_bytes(),
-            &[seed; 8],
-            connect_timeout_ms,
-        );
+        let config = [id.peer_id().as_bytes().as_slice(), &[seed; 8], servers.as_bytes()].concat();
+        let e = WasmClient::new(now(), &config, connect_timeout_ms);
         Page { e, id, inbox: Rc::default(), socket: None, seen: vec![], timer: None }
     }
 
@@ -115,7 +110,7 @@ impl Page {
             self.e.tick(now());
         }
         let report = |e: &mut WasmClient, h: u64, kind: u32, n: f64, a: &str| {
-            e.report(now(), h as u32, kind, n, a.as_bytes(), b"", b"");
+            e.report(now(), h as u32, kind, n, a.as_bytes());
         };
         loop {
             let o = read(&self.e.poll());
@@ -200,7 +195,7 @@ async fn two_engines_connect_through_a_real_node() {
         (p[0].find(11).is_some() && p[1].find(11).is_some()).then_some(())
     })
     .await;
-    let op = a.e.connect(now(), b.id.peer_id().as_bytes(), b"t");
+    let op = a.e.connect(now(), &[b.id.peer_id().as_bytes().as_slice(), b"t"].concat());
     assert!(op >= 1.0);
     let done = Page::until(&mut [&mut a, &mut b], 10_000, |p| {
         p[0].seen.iter().find(|o| (o.kind == 15 || o.kind == 16) && o.n[0] == op as u64).cloned()
@@ -211,7 +206,7 @@ async fn two_engines_connect_through_a_real_node() {
     let incoming = Page::until(&mut [&mut a, &mut b], 5000, |p| p[1].find(20).cloned()).await;
     assert_eq!(incoming.b[0], a.id.peer_id().as_bytes());
     // An unknown peer is PEER_NOT_FOUND, not a timeout.
-    let op = a.e.connect(now(), &[0x5a; 32], b"t");
+    let op = a.e.connect(now(), &[[0x5a; 32].as_slice(), b"t"].concat());
     let failed = Page::until(&mut [&mut a], 5000, |p| {
         p[0].seen.iter().find(|o| o.kind == 16 && o.n[0] == op as u64).cloned()
     })

@@ -54,24 +54,21 @@ impl Drop for WasmClient {
 
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen)]
 impl WasmClient {
-    /// Starts a client at `now`: `servers` are the node URLs, one per line, UTF-8 (the facade
-    /// checks them), `peer_id` the 32-byte public key the facade signs for, `entropy` 8 random bytes,
-    /// `connect_timeout_ms` 0 for the default. Its first outputs open a socket.
+    /// Starts a client at `now`. `config` is the 32-byte public key the facade signs for, 8
+    /// random bytes (the core's seed), then the node URLs in UTF-8, one per line (the facade checks
+    /// them): one byte array rather than three arguments, which keeps the glue small.
+    /// `connect_timeout_ms` is 0 for the default. Its first outputs open a socket.
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen(constructor))]
-    pub fn new(
-        now: f64,
-        servers: &[u8],
-        peer_id: &[u8],
-        entropy: &[u8],
-        connect_timeout_ms: u32,
-    ) -> WasmClient {
-        let servers = servers.split(|b| *b == b'\n').filter(|s| !s.is_empty()).map(text).collect();
-        // The facade passes its identity's key; a wrong length only makes the node refuse it.
-        let peer_id = PeerId::from_slice(peer_id).unwrap_or(PeerId::from_array([0; 32]));
+    pub fn new(now: f64, config: &[u8], connect_timeout_ms: u32) -> WasmClient {
+        // The facade passes its identity's key; a wrong one only makes the node refuse it.
+        let peer_id = config.get(..32).and_then(|b| PeerId::from_slice(b).ok());
         let mut seed = [0; 8];
-        for (s, e) in seed.iter_mut().zip(entropy) {
+        for (s, e) in seed.iter_mut().zip(config.iter().skip(32)) {
             *s = *e;
         }
+        let servers = config.get(40..).unwrap_or_default();
+        let servers = servers.split(|b| *b == b'\n').filter(|s| !s.is_empty()).map(text).collect();
+        let peer_id = peer_id.unwrap_or(PeerId::from_array([0; 32]));
         let mut config = Config::new(servers, peer_id, u64::from_le_bytes(seed));
         if connect_timeout_ms > 0 {
             config.connect_timeout_ms = connect_timeout_ms.into();
@@ -116,13 +113,15 @@ impl WasmClient {
         }
     }
 
-    /// What the `RTCPeerConnection` of `handle` reports (texts in UTF-8), by `kind`: 0 local description (`n` 1
+    /// What the `RTCPeerConnection` of `handle` reports, by `kind`: 0 local description (`n` 1
     /// for an offer, `a` SDP), 1 local candidate (`a` candidate, `b` mid, `n` m-line index or -1,
     /// `c` username fragment), 2 data channel open, 3 ICE failed, 4 ICE connected, 5 negotiation
-    /// needed, 6 closed (`a` why), 7 a WebRTC call failed (`a` why).
-    #[allow(clippy::too_many_arguments)]
-    pub fn report(&mut self, now: f64, handle: u32, kind: u32, n: f64, a: &[u8], b: &[u8], c: &[u8]) {
-        let (h, now, a) = (Handle::from_raw(handle), ms(now), text(a));
+    /// needed, 6 closed (`a` why), 7 a WebRTC call failed (`a` why). `texts` is `a`, `b` and `c`
+    /// in UTF-8, separated by 0 bytes (none of them contains one).
+    pub fn report(&mut self, now: f64, handle: u32, kind: u32, n: f64, texts: &[u8]) {
+        let mut texts = texts.split(|b| *b == 0).map(text);
+        let mut next = || texts.next().unwrap_or_default();
+        let (h, now, a, b, c) = (Handle::from_raw(handle), ms(now), next(), next(), next());
         let core = &mut self.core;
         match kind {
             0 => {
@@ -131,9 +130,8 @@ impl WasmClient {
             }
             1 => {
                 let index = (0.0..=f64::from(u16::MAX)).contains(&n).then_some(n as u16);
-                let (sdp_mid, username_fragment) = (text(b), text(c));
                 let candidate =
-                    Candidate { candidate: a, sdp_mid, sdp_m_line_index: index, username_fragment };
+                    Candidate { candidate: a, sdp_mid: b, sdp_m_line_index: index, username_fragment: c };
                 core.rtc_local_candidate(h, candidate, now);
             }
             2 => core.rtc_channel_open(h, now),
@@ -165,8 +163,9 @@ impl WasmClient {
         self.started(r)
     }
 
-    /// Connects to the 32-byte peer id with a data channel `label`.
-    pub fn connect(&mut self, now: f64, peer: &[u8], label: &[u8]) -> f64 {
+    /// Connects to a peer: `peer_label` is its 32-byte id, then the data channel label in UTF-8.
+    pub fn connect(&mut self, now: f64, peer_label: &[u8]) -> f64 {
+        let (peer, label) = peer_label.split_at(peer_label.len().min(32));
         let r = PeerId::from_slice(peer)
             .map_err(|_| ClientError::invalid("a peer id is 32 bytes"))
             .and_then(|p| self.core.connect(p, &text(label), ms(now)));

@@ -30,13 +30,7 @@ struct T {
 impl T {
     fn new(seed: u8) -> T {
         let id = Identity::from_seed([seed; 32]);
-        let e = WasmClient::new(
-            1000.0,
-            b"ws://a/signal\nws://b/signal\n",
-            id.peer_id().as_bytes(),
-            &[seed; 8],
-            0,
-        );
+        let e = WasmClient::new(1000.0, &config(&id, seed, "ws://a/signal\nws://b/signal\n"), 0);
         let mut t = T { e, id, now: 1000.0, conn: 0, out: vec![], timer: None };
         t.drain();
         t
@@ -132,6 +126,16 @@ fn out(kind: u64, n: &[u64], b: &[&[u8]]) -> Out {
     }
 }
 
+/// `report`'s texts: UTF-8, separated by 0 bytes.
+fn texts(a: &str, b: &str, c: &str) -> Vec<u8> {
+    [a, b, c].join("\0").into_bytes()
+}
+
+/// The constructor's `config`: key, 8 bytes of seed, the server list.
+fn config(id: &Identity, seed: u8, servers: &str) -> Vec<u8> {
+    [id.peer_id().as_bytes().as_slice(), &[seed; 8], servers.as_bytes()].concat()
+}
+
 fn topic(name: &str) -> TopicId {
     TopicId::from_name(name).unwrap()
 }
@@ -199,7 +203,7 @@ fn an_operation_that_fails_at_once_returns_0_and_its_failure_is_the_next_output(
     assert_eq!(t.failure(), ("INVALID_ARGUMENT".into(), "lookup limit must be at least 1".into()));
     assert_eq!(t.e.join(t.now, &[1; 31], true), 0.0);
     assert_eq!(t.failure().0, "INVALID_ARGUMENT");
-    assert_eq!(t.e.connect(t.now, t.id.peer_id().as_bytes(), b"x"), 0.0);
+    assert_eq!(t.e.connect(t.now, &[t.id.peer_id().as_bytes().as_slice(), b"x"].concat()), 0.0);
     // Before any other output.
     assert_eq!(read(&t.e.poll()).kind, 16);
     // Reported once.
@@ -237,18 +241,18 @@ fn a_connect_drives_the_facades_peer_connection_and_resolves_with_the_peer() {
     t.drain();
     t.out.clear();
     let peer = PeerId::from_array([0xcc; 32]);
-    let op = t.e.connect(t.now, peer.as_bytes(), b"chat");
+    let op = t.e.connect(t.now, &[peer.as_bytes().as_slice(), b"chat"].concat());
     assert!(op >= 1.0);
     let create = t.take(4);
     let h = create[0].n[0];
     assert_eq!(create, vec![out(4, &[h, 1], &[b"chat"])]);
     assert_eq!(t.take(5), vec![out(5, &[h, 0], &[])]);
-    t.e.report(t.now, h as u32, 0, 1.0, b"v=0 offer", b"", b"");
+    t.e.report(t.now, h as u32, 0, 1.0, &texts("v=0 offer", "", ""));
     let [PeerMessage::Offer { ref sdp, .. }] = signals(&mut t)[..] else { panic!("no offer") };
     assert_eq!(sdp, "v=0 offer");
     // A candidate without an m-line index (-1), then one with.
-    t.e.report(t.now, h as u32, 1, -1.0, b"candidate:1", b"0", b"uf");
-    t.e.report(t.now, h as u32, 1, 2.0, b"candidate:2", b"", b"");
+    t.e.report(t.now, h as u32, 1, -1.0, &texts("candidate:1", "0", "uf"));
+    t.e.report(t.now, h as u32, 1, 2.0, &texts("candidate:2", "", ""));
     let sent = signals(&mut t);
     let want = |c: &str, mid: &str, i, u: &str| {
         PeerMessage::Candidate(Candidate {
@@ -262,7 +266,7 @@ fn a_connect_drives_the_facades_peer_connection_and_resolves_with_the_peer() {
     assert_eq!(t.e.core().session_peer(crate::core::Handle::from_raw(h as u32)), Some(peer));
     // The peer answers (a signal relayed by the node) and trickles a candidate, in the session
     // our signals name.
-    t.e.report(t.now, h as u32, 1, 0.0, b"candidate:3", b"", b"");
+    t.e.report(t.now, h as u32, 1, 0.0, &texts("candidate:3", "", ""));
     let (_, body) = t.requests().pop().unwrap();
     let RequestBody::Signal { payload, .. } = body else { panic!("not a signal") };
     let session = PeerSignal::decode(payload).unwrap().session;
@@ -280,7 +284,7 @@ fn a_connect_drives_the_facades_peer_connection_and_resolves_with_the_peer() {
     t.node_says(ServerMessage::Event(NodeEvent::Signal { from: peer, payload: remote.encode() }));
     assert_eq!(t.take(7), vec![out(7, &[h], &[b"v=0 answer"])]);
     assert_eq!(t.take(8), vec![out(8, &[h, 2], &[b"candidate:9", b"1", b"r"])]);
-    t.e.report(t.now, h as u32, 2, 0.0, b"", b"", b"");
+    t.e.report(t.now, h as u32, 2, 0.0, &texts("", "", ""));
     assert_eq!(t.take(15), vec![out(15, &[op as u64, h], &[&[0xcc; 32]])]);
     // The application closes it: bye to the peer, the facade closes its RTCPeerConnection.
     t.e.close_connection(t.now, h as u32);
@@ -304,12 +308,12 @@ fn an_incoming_offer_is_asked_about_then_opens_as_a_connection_event() {
     t.e.decide(t.now, h as u32, true);
     assert_eq!(t.take(4), vec![out(4, &[h, 0], &[b"l"])]);
     assert_eq!(t.take(6), vec![out(6, &[h], &[b"v=0 o"])]);
-    t.e.report(t.now, h as u32, 0, 0.0, b"v=0 a", b"", b"");
+    t.e.report(t.now, h as u32, 0, 0.0, &texts("v=0 a", "", ""));
     assert!(matches!(&signals(&mut t)[..], [PeerMessage::Answer { sdp }] if sdp == "v=0 a"));
-    t.e.report(t.now, h as u32, 2, 0.0, b"", b"", b"");
+    t.e.report(t.now, h as u32, 2, 0.0, &texts("", "", ""));
     assert_eq!(t.take(20), vec![out(20, &[h], &[&[0x11; 32]])]);
     // The data channel closes under it: the facade is told the connection closed.
-    t.e.report(t.now, h as u32, 6, 0.0, b"gone", b"", b"");
+    t.e.report(t.now, h as u32, 6, 0.0, &texts("gone", "", ""));
     assert_eq!(t.take(21), vec![out(21, &[h], &[&[0x11; 32]])]);
 }
 
@@ -330,7 +334,7 @@ fn close_fails_what_is_pending_and_closes_the_socket() {
 #[test]
 fn a_start_that_reaches_no_node_fails_with_timeout() {
     let id = Identity::from_seed([9; 32]);
-    let e = WasmClient::new(0.0, b"ws://a/s", id.peer_id().as_bytes(), &[], 1500);
+    let e = WasmClient::new(0.0, &config(&id, 0, "ws://a/s"), 1500);
     let mut t = T { e, id, now: 0.0, conn: 0, out: vec![], timer: None };
     t.drain();
     while t.take(12).is_empty() {
