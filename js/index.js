@@ -39,6 +39,7 @@ const aborted = (signal) => new SignalMeshError('ABORTED', 'the operation was ab
 const encoder = new TextEncoder();
 /** Text for the engine: UTF-8 bytes (the glue then needs no string encoder of its own). */
 const utf8 = (s) => encoder.encode(s);
+const NONE = new Uint8Array();
 const toHex = (bytes) => Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
 const invalid = (message) => new SignalMeshError('INVALID_ARGUMENT', message);
 const decoder = new TextDecoder();
@@ -413,17 +414,17 @@ export class SignalClient extends EventTarget {
 
   /** Joins (and by default announces on) a topic: a string name or 32 bytes. */
   join(topic, options) {
-    return this.#topicOp(topic, (e, now, id) => e.join(now, id, option(options, 'announce', 'boolean') ?? true));
+    return this.#topicOp(topic, (id) => [16, +(option(options, 'announce', 'boolean') ?? true), 0, id]);
   }
 
   /** Leaves a topic. */
   leave(topic) {
-    return this.#topicOp(topic, (e, now, id) => e.leave(now, id));
+    return this.#topicOp(topic, (id) => [17, 0, 0, id]);
   }
 
   /** Peer ids announced on a topic; `options.signal` aborts it. */
   lookup(topic, options) {
-    return this.#topicOp(topic, (e, now, id) => e.lookup(now, id, option(options, 'limit', 'number') ?? -1), options && options.signal);
+    return this.#topicOp(topic, (id) => [18, 0, option(options, 'limit', 'number') ?? -1, id], options && options.signal);
   }
 
   /**
@@ -431,11 +432,11 @@ export class SignalClient extends EventTarget {
    * channel is open), `options.signal` aborts it.
    */
   async connect(peerId, options) {
-    const raw = await this.#op(options && options.signal, (e, now) => {
+    const raw = await this.#op(options && options.signal, () => {
       if (!/^[0-9a-f]{64}$/i.test(peerId)) throw invalid('a peer id must be a string of 64 hex characters');
       const label = option(options, 'label', 'string') ?? 'signal-mesh';
       // The peer id's 32 bytes, then the label.
-      return e.connect(now, Uint8Array.of(...peerId.match(/../g).map((h) => parseInt(h, 16)), ...utf8(label)));
+      return [19, 0, 0, Uint8Array.of(...peerId.match(/../g).map((h) => parseInt(h, 16)), ...utf8(label))];
     });
     const conn = this.#wrapConnection(raw);
     addStreams(conn, options && options.streams);
@@ -462,7 +463,7 @@ export class SignalClient extends EventTarget {
     if (this.#closed || !engine) return;
     this.#closed = true;
     // Says bye to connected peers and settles what is pending, then stops.
-    this.#call((e, now) => e.close(now));
+    this.#call(15);
     this.#engine = undefined;
     clearTimeout(this.#timer);
     this.#closeSocket();
@@ -480,13 +481,15 @@ export class SignalClient extends EventTarget {
     return this.close();
   }
 
-  /** Feeds one input to the engine, `f(engine, now)`, then carries out what it produced. */
-  #call(f) {
+  /**
+   * Feeds one input to the engine (`kind`, two numbers, bytes: see `WasmClient::input` in
+   * `src/engine/mod.rs`), then carries out what it produced.
+   */
+  #call(kind, a = 0, b = 0, bytes = NONE) {
     const e = this.#engine;
-    if (!e) return undefined;
-    const r = f(e, Date.now());
+    if (!e) return;
+    e.input(Date.now(), kind, a, b, bytes);
     this.#pump();
-    return r;
   }
 
   /**
@@ -506,7 +509,7 @@ export class SignalClient extends EventTarget {
         if (at) {
           const tick = () => {
             this.#at = 0;
-            this.#call((e, now) => e.tick(now));
+            this.#call(8);
           };
           this.#timer = setTimeout(tick, Math.min(at - 1 - Date.now(), 2 ** 31 - 1));
         }
@@ -618,15 +621,15 @@ export class SignalClient extends EventTarget {
       ws = new WebSocket(url);
     } catch {
       // An invalid URL fails like an unreachable node: the engine moves on to the next.
-      this.#call((e, now) => e.closed(now, conn, 0));
+      this.#call(10, conn, 0);
       return;
     }
     ws.binaryType = 'arraybuffer';
     // Text frames are not part of the protocol; they are ignored.
     ws.onmessage = ({ data }) => {
-      if (data instanceof ArrayBuffer) this.#call((e, now) => e.frame(now, conn, new Uint8Array(data)));
+      if (data instanceof ArrayBuffer) this.#call(9, conn, 0, new Uint8Array(data));
     };
-    ws.onclose = ({ code }) => this.#call((e, now) => e.closed(now, conn, code));
+    ws.onclose = ({ code }) => this.#call(10, conn, code);
     this.#socket = { conn, ws };
   }
 
@@ -641,7 +644,7 @@ export class SignalClient extends EventTarget {
   /** Signs the challenge of attempt `conn` with the identity. */
   #signChallenge(conn, message) {
     this.#sign(message).then(
-      (sig) => this.#call((e, now) => e.signed(now, conn, sig)),
+      (sig) => this.#call(11, conn, 0, sig),
       (error) => {
         if (this.#engine) this.#dispatch('error', { error: new SignalMeshError('BROWSER_ERROR', 'signing the challenge failed', error) });
       },
@@ -664,12 +667,12 @@ export class SignalClient extends EventTarget {
     } catch (error) {
       this.#dispatch('error', { error: SignalMeshError.from(error) });
     }
-    this.#call((e, now) => e.decide(now, handle, accept));
+    this.#call(12, handle, +accept);
   }
 
   /**
-   * Starts an operation with `start(engine, now)` (its id, or 0 when it failed at once) and
-   * returns its promise; `signal` aborts it (the promise rejects with `ABORTED`).
+   * Starts an operation, the input `start()` returns ([kind, a, b, bytes]; it may throw for bad
+   * arguments), and returns its promise; `signal` aborts it (the promise rejects with `ABORTED`).
    */
   #op(signal, start) {
     const e = this.#engine;
@@ -679,17 +682,20 @@ export class SignalClient extends EventTarget {
     // Registered before any output runs: an operation may complete at once. One that failed at
     // once is operation 0, and its failure the next output.
     const p = new Promise((resolve, reject) => {
-      op = start(e, Date.now());
+      op = e.input(Date.now(), ...start());
       this.#ops.set(op, [resolve, reject]);
     });
     this.#pump();
     if (!signal || !op) return p;
-    const abort = () => this.#call((e, now) => e.cancel(now, op));
+    const abort = () => this.#call(13, op);
     signal.addEventListener('abort', abort, { once: true });
     return p.finally(() => signal.removeEventListener('abort', abort));
   }
 
-  /** Resolves `topic` to its 32 bytes (names hashed with SHA-256 in call order), then starts. */
+  /**
+   * Resolves `topic` to its 32 bytes (names hashed with SHA-256 in call order), then starts the
+   * operation `start(bytes)` returns (see `#op`).
+   */
   #topicOp(topic, start, signal) {
     if (!this.#engine) return closed();
     let id;
@@ -713,7 +719,7 @@ export class SignalClient extends EventTarget {
     }
     this.#topics = id.catch(() => {});
     return id.then(
-      (b) => this.#op(signal, (e, now) => start(e, now, b)),
+      (b) => this.#op(signal, () => start(b)),
       (e) => fail('BROWSER_ERROR', `hashing the topic name failed: ${e && e.message}`, e),
     );
   }
@@ -728,7 +734,7 @@ export class SignalClient extends EventTarget {
   #rtc(kind, h, a, b, c, d) {
     let r = this.#pcs.get(h);
     const report = (k, n = 0, x = '', y = '', z = '') => {
-      if (this.#pcs.get(h) === r) this.#call((e, now) => e.report(now, h, k, n, utf8(`${x}\0${y}\0${z}`)));
+      if (this.#pcs.get(h) === r) this.#call(k, h, n, utf8(`${x}\0${y}\0${z}`));
     };
     if (kind === 0) {
       let pc;
@@ -799,7 +805,7 @@ export class SignalClient extends EventTarget {
     if (!conn) {
       const r = this.#pcs.get(h);
       if (!r || !r.channel) throw new SignalMeshError('CLOSED', 'the connection closed');
-      conn = new PeerConnection(() => this.#call((e, now) => e.closeConnection(now, h)), { ...raw, pc: r.pc, channel: r.channel });
+      conn = new PeerConnection(() => this.#call(14, h), { ...raw, pc: r.pc, channel: r.channel });
       this.#connections.set(h, conn);
       conn.addEventListener('close', () => this.#connections.delete(h));
     }

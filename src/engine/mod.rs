@@ -89,6 +89,55 @@ impl WasmClient {
         }
     }
 
+    /// One input (everything but construction goes through here: one export, one glue method):
+    ///
+    /// | kind | input | `a` | `b` | `bytes` |
+    /// |---|---|---|---|---|
+    /// | 0-7 | what the `RTCPeerConnection` of `a` reports (see [`WasmClient::report`]) | handle | `n` | texts |
+    /// | 8 | the timer fired | | | |
+    /// | 9 | a binary frame arrived on the socket of attempt `a` | attempt | | frame |
+    /// | 10 | the socket of attempt `a` closed | attempt | close code (0: it could not even be created) | |
+    /// | 11 | the challenge of attempt `a` is signed | attempt | | signature |
+    /// | 12 | the application decided on the incoming offer of `a` | handle | accept (0/1) | |
+    /// | 13 | the application aborted operation `a` | operation | | |
+    /// | 14 | the application closed connection `a` | handle | | |
+    /// | 15 | the application closed the client | | | |
+    /// | 16 | join | announce (0/1) | | topic id |
+    /// | 17 | leave | | | topic id |
+    /// | 18 | lookup | | limit (-1: one page of the node's size) | topic id |
+    /// | 19 | connect | | | peer id, then the data channel label |
+    ///
+    /// Returns the operation id of 16-19 (0 when it failed at once: its failure is then the next
+    /// output, for operation 0), else 0. Texts are UTF-8.
+    pub fn input(&mut self, now: f64, kind: u32, a: f64, b: f64, bytes: &[u8]) -> f64 {
+        let n = a as u32;
+        match kind {
+            0..=7 => self.report(now, n, kind, b, bytes),
+            8 => self.tick(now),
+            9 => self.frame(now, n, bytes),
+            10 => self.closed(now, n, b as u32),
+            11 => self.signed(now, n, bytes),
+            12 => self.decide(now, n, b == 1.0),
+            13 => self.cancel(now, a),
+            14 => self.close_connection(now, n),
+            15 => self.close(now),
+            16 => return self.join(now, bytes, a == 1.0),
+            17 => return self.leave(now, bytes),
+            18 => return self.lookup(now, bytes, b),
+            _ => return self.connect(now, bytes),
+        }
+        0.0
+    }
+
+    /// How many engines are alive: created and not yet freed (for tests).
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen(js_name = liveEngines))]
+    pub fn live_engines() -> u32 {
+        LIVE.load(Ordering::Relaxed)
+    }
+}
+
+/// The inputs one by one, as [`WasmClient::input`] numbers them (what the tests call).
+impl WasmClient {
     /// The timer fired.
     pub fn tick(&mut self, now: f64) {
         self.core.handle_timeout(ms(now));
@@ -113,7 +162,7 @@ impl WasmClient {
         }
     }
 
-    /// What the `RTCPeerConnection` of `handle` reports, by `kind`: 0 local description (`n` 1
+    /// What the `RTCPeerConnection` of `handle` reports (inputs 0-7), by `kind`: 0 local description (`n` 1
     /// for an offer, `a` SDP), 1 local candidate (`a` candidate, `b` mid, `n` m-line index or -1,
     /// `c` username fragment), 2 data channel open, 3 ICE failed, 4 ICE connected, 5 negotiation
     /// needed, 6 closed (`a` why), 7 a WebRTC call failed (`a` why). `texts` is `a`, `b` and `c`
@@ -183,7 +232,6 @@ impl WasmClient {
     }
 
     /// Closes one connection (says bye to the peer).
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen(js_name = closeConnection))]
     pub fn close_connection(&mut self, now: f64, handle: u32) {
         self.core.close_connection(Handle::from_raw(handle), ms(now));
     }
@@ -193,14 +241,6 @@ impl WasmClient {
         self.core.close(ms(now));
     }
 
-    /// How many engines are alive: created and not yet freed (for tests).
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen(js_name = liveEngines))]
-    pub fn live_engines() -> u32 {
-        LIVE.load(Ordering::Relaxed)
-    }
-}
-
-impl WasmClient {
     /// The core, for tests.
     pub fn core(&self) -> &Client {
         &self.core

@@ -360,3 +360,66 @@ fn node_errors_and_malformed_frames_are_error_outputs() {
     t.e.frame(t.now, t.conn as u32, &[0xff, 0xff]);
     assert_eq!(t.take(22)[0].s(0), "BAD_REQUEST");
 }
+
+/// The facade's numbering of [`WasmClient::input`], driven the way `js/index.js` drives it.
+#[test]
+fn input_numbers_reach_their_inputs() {
+    let mut t = T::new(11);
+    let (now, conn) = (t.now, t.conn as f64);
+    let challenge =
+        Challenge { protocol_versions: vec![1], node_id: NodeId::new(vec![7; 32]).unwrap(), nonce: [5; 32] };
+    // 9: a frame.
+    t.e.input(now, 9, conn, 0.0, &encode_server(ServerMessage::Challenge(challenge)));
+    let message = t.take(3)[0].b[0].clone();
+    // 11: the signature.
+    t.e.input(now, 11, conn, 0.0, &t.id.sign(&message));
+    let [ClientMessage::Authenticate(Authenticate { peer_id, .. })] = t.sent()[..] else {
+        panic!("no Authenticate")
+    };
+    let welcome = Welcome { protocol_version: 1, peer_id, limits: Limits::default(), node_urls: vec![] };
+    t.e.input(now, 9, conn, 0.0, &encode_server(ServerMessage::Welcome(welcome)));
+    assert_eq!(t.take(11).len(), 1);
+    assert_eq!(t.take(10), vec![out(10, &[], &[b"online"])]);
+    // 16-18: join (announce), leave, lookup (limit); an id each.
+    let x = topic("x");
+    assert!(t.e.input(now, 16, 1.0, 0.0, x.as_bytes()) >= 1.0);
+    assert!(t.e.input(now, 17, 0.0, 0.0, x.as_bytes()) >= 1.0);
+    let lookup = t.e.input(now, 18, 0.0, 7.0, x.as_bytes());
+    let bodies: Vec<RequestBody> = t.requests().into_iter().map(|(_, b)| b).collect();
+    assert!(matches!(bodies[0], RequestBody::Join { announce: true, .. }));
+    assert!(matches!(bodies[1], RequestBody::Leave { .. }));
+    assert!(matches!(bodies[2], RequestBody::Lookup { limit: 7, .. }));
+    // 13: abort the lookup.
+    t.e.input(now, 13, lookup, 0.0, &[]);
+    assert_eq!(t.take(16), vec![out(16, &[lookup as u64], &[b"ABORTED", b"the operation was aborted"])]);
+    // 19: connect (peer id, then label); 0-7: what its RTCPeerConnection reports.
+    let peer = PeerId::from_array([0xee; 32]);
+    let op = t.e.input(now, 19, 0.0, 0.0, &[peer.as_bytes().as_slice(), b"lbl"].concat());
+    assert!(op >= 1.0);
+    let h = t.take(4)[0].n[0];
+    t.e.input(now, 0, h as f64, 1.0, &texts("v=0 o", "", ""));
+    assert!(
+        matches!(&signals(&mut t)[..], [PeerMessage::Offer { sdp, label, .. }] if sdp == "v=0 o" && label == "lbl")
+    );
+    // 14: the application closes it.
+    t.e.input(now, 14, h as f64, 0.0, &[]);
+    assert!(matches!(signals(&mut t)[..], [PeerMessage::Bye { .. }]));
+    // 12: a decision on an incoming offer.
+    let offer = PeerSignal {
+        session: 9,
+        message: PeerMessage::Offer { sdp: "v=0".into(), label: "l".into(), ice_restart: false },
+    };
+    t.node_says(ServerMessage::Event(NodeEvent::Signal {
+        from: PeerId::from_array([0x22; 32]),
+        payload: offer.encode(),
+    }));
+    let asked = t.take(19)[0].n[0];
+    t.e.input(now, 12, asked as f64, 0.0, &[]);
+    assert!(matches!(&signals(&mut t)[..], [PeerMessage::Reject { .. }]));
+    // 8: the timer; 10: the socket closed (reconnect later); 15: close.
+    t.e.input(now + 1.0, 8, 0.0, 0.0, &[]);
+    t.e.input(now, 10, conn, 1006.0, &[]);
+    assert_eq!(t.take(10), vec![out(10, &[], &[b"offline"])]);
+    t.e.input(now, 15, 0.0, 0.0, &[]);
+    assert_eq!(t.take(10), vec![out(10, &[], &[b"closed"])]);
+}
