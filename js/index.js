@@ -4,7 +4,7 @@
 // RTCPeerConnection. The wasm module is loaded lazily (once) by `SignalClient.create`, so a plain
 // ES-module page needs no separate init call; bundlers (Vite) resolve the .wasm through
 // `new URL(..., import.meta.url)` in the generated glue.
-import init, { WasmClient } from './signal_mesh.js';
+import init, { create, free, input, poll } from './signal_mesh.js';
 
 let ready;
 function loadWasm() {
@@ -45,7 +45,7 @@ const invalid = (message) => new SignalMeshError('INVALID_ARGUMENT', message);
 const decoder = new TextDecoder();
 
 /**
- * Reads one output of the engine (`WasmClient.poll()`): [kind, n1, n2, b1, b2, b3], three
+ * Reads one output of the engine (`poll(engine)`): [kind, n1, n2, b1, b2, b3], three
  * numbers (unsigned LEB128 varints) then three byte strings (a length, then the bytes), as
  * `src/engine/out.rs` lists them.
  */
@@ -329,7 +329,7 @@ export class Room extends EventTarget {
 /**
  * A client of the Signal Mesh: discovery on topics and WebRTC signaling through signal nodes.
  *
- * It drives the wasm engine (`WasmClient`), which decides everything and does nothing: each
+ * It drives its wasm engine (a number), which decides everything and does nothing: each
  * input goes in with the time (`#call`), then `#pump` carries out the engine's outputs (open,
  * close and write the WebSocket, sign, drive the `RTCPeerConnection`s, settle promises, dispatch
  * events) and arms one `setTimeout` for its next deadline.
@@ -394,7 +394,7 @@ export class SignalClient extends EventTarget {
     config.set(id.peerId);
     crypto.getRandomValues(config.subarray(32, 40));
     config.set(urls, 40);
-    client.#engine = new WasmClient(Date.now(), config, timeout || 0);
+    client.#engine = create(Date.now(), config, timeout || 0);
     await new Promise((resolve, reject) => {
       client.#start = [resolve, reject];
       client.#pump();
@@ -473,7 +473,7 @@ export class SignalClient extends EventTarget {
     this.#pcs.clear();
     this.#names.clear();
     // The engine holds no JavaScript value and is never on the stack while JavaScript runs.
-    engine.free();
+    free(engine);
   }
 
   /** `await using client = await SignalClient.create(...)` closes it at the end of the scope. */
@@ -482,13 +482,13 @@ export class SignalClient extends EventTarget {
   }
 
   /**
-   * Feeds one input to the engine (`kind`, two numbers, bytes: see `WasmClient::input` in
+   * Feeds one input to the engine (`kind`, two numbers, bytes: see `Engine::input` in
    * `src/engine/mod.rs`), then carries out what it produced.
    */
   #call(kind, a = 0, b = 0, bytes = NONE) {
     const e = this.#engine;
     if (!e) return;
-    e.input(Date.now(), kind, a, b, bytes);
+    input(e, Date.now(), kind, a, b, bytes);
     this.#pump();
   }
 
@@ -500,7 +500,7 @@ export class SignalClient extends EventTarget {
     const e = this.#engine;
     // An output may close the client (a listener calls close()): then the rest is dropped.
     for (let o; e && this.#engine === e; this.#out(o)) {
-      o = readOutput(e.poll());
+      o = readOutput(poll(e));
       if (o[0] === 23) {
         const at = o[1];
         if (at === this.#at) return;
@@ -682,7 +682,7 @@ export class SignalClient extends EventTarget {
     // Registered before any output runs: an operation may complete at once. One that failed at
     // once is operation 0, and its failure the next output.
     const p = new Promise((resolve, reject) => {
-      op = e.input(Date.now(), ...start());
+      op = input(e, Date.now(), ...start());
       this.#ops.set(op, [resolve, reject]);
     });
     this.#pump();
@@ -726,7 +726,7 @@ export class SignalClient extends EventTarget {
 
   /**
    * Carries out one WebRTC command of the engine on the `RTCPeerConnection` of handle `h`, in
-   * order per connection, and reports back what the browser does (`WasmClient.report`): `kind`
+   * order per connection, and reports back what the browser does (inputs 0-7): `kind`
    * 0 create (`a` initiator, `b` label), 1 create an offer (`a` ICE restart), 2 apply an offer
    * (`a` SDP), 3 apply an answer (`a` SDP), 4 add a candidate (`a` candidate, `b` mid, `c` m-line
    * index or -1, `d` username fragment), 5 close.

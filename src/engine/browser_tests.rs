@@ -17,7 +17,7 @@ use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
 
-use super::WasmClient;
+use super::Engine;
 use super::out::IDLE;
 use super::out::read::{Out, read};
 
@@ -57,7 +57,7 @@ impl Drop for Socket {
 
 /// One engine and the test's facade.
 struct Page {
-    e: WasmClient,
+    e: Engine,
     id: Identity,
     inbox: Inbox,
     socket: Option<Socket>,
@@ -71,7 +71,7 @@ impl Page {
     fn new(servers: &str, seed: u8, connect_timeout_ms: u32) -> Page {
         let id = Identity::from_seed([seed; 32]);
         let config = [id.peer_id().as_bytes().as_slice(), &[seed; 8], servers.as_bytes()].concat();
-        let e = WasmClient::new(now(), &config, connect_timeout_ms);
+        let e = Engine::new(now(), &config, connect_timeout_ms);
         Page { e, id, inbox: Rc::default(), socket: None, seen: vec![], timer: None }
     }
 
@@ -109,7 +109,7 @@ impl Page {
         if self.timer.is_some_and(|at| at <= now()) {
             self.e.tick(now());
         }
-        let report = |e: &mut WasmClient, h: u64, kind: u32, n: f64, a: &str| {
+        let report = |e: &mut Engine, h: u64, kind: u32, n: f64, a: &str| {
             e.report(now(), h as u32, kind, n, a.as_bytes());
         };
         loop {
@@ -170,14 +170,14 @@ impl Page {
 
 #[wasm_bindgen_test]
 async fn an_engine_without_a_reachable_node_fails_to_start_with_timeout() {
-    let before = WasmClient::live_engines();
+    let before = Engine::live();
     let mut p = Page::new("ws://127.0.0.1:9/signal", 3, 1500);
-    assert_eq!(WasmClient::live_engines(), before + 1);
+    assert_eq!(Engine::live(), before + 1);
     let err = Page::until(&mut [&mut p], 5000, |p| p[0].find(12).cloned()).await;
     assert_eq!(err.s(0), "TIMEOUT");
     assert!(p.find(11).is_none());
     drop(p);
-    assert_eq!(WasmClient::live_engines(), before);
+    assert_eq!(Engine::live(), before);
 }
 
 /// Against a real node when `scripts/test-wasm.sh` started one (`SIGNAL_MESH_TEST_NODE` at build

@@ -1,16 +1,18 @@
-//! The engine the JavaScript facade drives: [`WasmClient`], the core behind a flat API of
-//! numbers, strings and byte arrays. It holds no JavaScript value and calls no JavaScript: the
+//! The engine the JavaScript facade drives: [`Engine`], the core behind a flat API of numbers
+//! and byte arrays. It holds no JavaScript value and calls no JavaScript: the
 //! facade (`js/index.js`) owns the WebSocket, the timer, the identity, the `RTCPeerConnection`s
 //! and the promises, feeds every input in with the time (`now`, `Date.now()`), then drains
-//! [`WasmClient::poll`], whose last output says when to arm the one `setTimeout`.
+//! [`Engine::poll`], whose last output says when to arm the one `setTimeout`.
 //!
 //! Each output is one byte string (see [`out`]) the facade reads with a few lines of JavaScript.
 //! Measured against the wasm-bindgen shell this replaces (WebSocket, timer, promises and events
 //! through web-sys, js-sys futures and closures): see BENCHMARKS.md, "Package size, continued".
 //!
 //! Not a public API: the facade adds `SignalClient`, `PeerConnection`, `Room` and the errors.
-//! Natively (tests) this is a plain Rust type.
+//! `exports` (wasm32) is what wasm-bindgen exports: four functions over engines named by number.
 
+#[cfg(target_arch = "wasm32")]
+mod exports;
 pub mod out;
 
 #[cfg(all(test, target_arch = "wasm32"))]
@@ -24,8 +26,6 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 use bytes::Bytes;
 use signal_mesh_proto::{PeerId, TopicId};
-#[cfg(target_arch = "wasm32")]
-use wasm_bindgen::prelude::wasm_bindgen;
 
 use crate::core::{Candidate, Client, ClientError, Code, Config, Handle, Millis, OpId, SdpKind};
 
@@ -38,28 +38,25 @@ fn ms(now: f64) -> Millis {
 }
 
 /// The engine of one `SignalClient`.
-#[cfg_attr(target_arch = "wasm32", wasm_bindgen)]
 #[derive(Debug)]
-pub struct WasmClient {
+pub struct Engine {
     core: Client,
     /// Why the last operation call failed at once: the next output.
     failed: Option<ClientError>,
 }
 
-impl Drop for WasmClient {
+impl Drop for Engine {
     fn drop(&mut self) {
         LIVE.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-#[cfg_attr(target_arch = "wasm32", wasm_bindgen)]
-impl WasmClient {
+impl Engine {
     /// Starts a client at `now`. `config` is the 32-byte public key the facade signs for, 8
     /// random bytes (the core's seed), then the node URLs in UTF-8, one per line (the facade checks
     /// them): one byte array rather than three arguments, which keeps the glue small.
     /// `connect_timeout_ms` is 0 for the default. Its first outputs open a socket.
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen(constructor))]
-    pub fn new(now: f64, config: &[u8], connect_timeout_ms: u32) -> WasmClient {
+    pub fn new(now: f64, config: &[u8], connect_timeout_ms: u32) -> Engine {
         // The facade passes its identity's key; a wrong one only makes the node refuse it.
         let peer_id = config.get(..32).and_then(|b| PeerId::from_slice(b).ok());
         let mut seed = [0; 8];
@@ -74,11 +71,11 @@ impl WasmClient {
             config.connect_timeout_ms = connect_timeout_ms.into();
         }
         LIVE.fetch_add(1, Ordering::Relaxed);
-        WasmClient { core: Client::new(config, ms(now)), failed: None }
+        Engine { core: Client::new(config, ms(now)), failed: None }
     }
 
     /// The next output, encoded (see [`out`]). The last of a drain is [`out::IDLE`], with the
-    /// time (`Date.now()`) [`WasmClient::tick`] is due.
+    /// time (`Date.now()`) [`Engine::tick`] is due.
     pub fn poll(&mut self) -> Vec<u8> {
         if let Some(e) = self.failed.take() {
             return out::error(16, 0, &e);
@@ -93,7 +90,7 @@ impl WasmClient {
     ///
     /// | kind | input | `a` | `b` | `bytes` |
     /// |---|---|---|---|---|
-    /// | 0-7 | what the `RTCPeerConnection` of `a` reports (see [`WasmClient::report`]) | handle | `n` | texts |
+    /// | 0-7 | what the `RTCPeerConnection` of `a` reports (see [`Engine::report`]) | handle | `n` | texts |
     /// | 8 | the timer fired | | | |
     /// | 9 | a binary frame arrived on the socket of attempt `a` | attempt | | frame |
     /// | 10 | the socket of attempt `a` closed | attempt | close code (0: it could not even be created) | |
@@ -130,14 +127,13 @@ impl WasmClient {
     }
 
     /// How many engines are alive: created and not yet freed (for tests).
-    #[cfg_attr(target_arch = "wasm32", wasm_bindgen(js_name = liveEngines))]
-    pub fn live_engines() -> u32 {
+    pub fn live() -> u32 {
         LIVE.load(Ordering::Relaxed)
     }
 }
 
-/// The inputs one by one, as [`WasmClient::input`] numbers them (what the tests call).
-impl WasmClient {
+/// The inputs one by one, as [`Engine::input`] numbers them (what the tests call).
+impl Engine {
     /// The timer fired.
     pub fn tick(&mut self, now: f64) {
         self.core.handle_timeout(ms(now));

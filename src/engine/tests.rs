@@ -12,13 +12,13 @@ use signal_mesh_proto::{
     ServerMessage, TopicId, decode_client, encode_server,
 };
 
-use super::WasmClient;
+use super::Engine;
 use super::out::IDLE;
 use super::out::read::{Out, read};
 use crate::core::signal::{Candidate, PeerMessage, PeerSignal};
 
 struct T {
-    e: WasmClient,
+    e: Engine,
     id: Identity,
     now: f64,
     conn: u64,
@@ -30,7 +30,7 @@ struct T {
 impl T {
     fn new(seed: u8) -> T {
         let id = Identity::from_seed([seed; 32]);
-        let e = WasmClient::new(1000.0, &config(&id, seed, "ws://a/signal\nws://b/signal\n"), 0);
+        let e = Engine::new(1000.0, &config(&id, seed, "ws://a/signal\nws://b/signal\n"), 0);
         let mut t = T { e, id, now: 1000.0, conn: 0, out: vec![], timer: None };
         t.drain();
         t
@@ -334,7 +334,7 @@ fn close_fails_what_is_pending_and_closes_the_socket() {
 #[test]
 fn a_start_that_reaches_no_node_fails_with_timeout() {
     let id = Identity::from_seed([9; 32]);
-    let e = WasmClient::new(0.0, &config(&id, 0, "ws://a/s"), 1500);
+    let e = Engine::new(0.0, &config(&id, 0, "ws://a/s"), 1500);
     let mut t = T { e, id, now: 0.0, conn: 0, out: vec![], timer: None };
     t.drain();
     while t.take(12).is_empty() {
@@ -361,7 +361,7 @@ fn node_errors_and_malformed_frames_are_error_outputs() {
     assert_eq!(t.take(22)[0].s(0), "BAD_REQUEST");
 }
 
-/// The facade's numbering of [`WasmClient::input`], driven the way `js/index.js` drives it.
+/// The facade's numbering of [`Engine::input`], driven the way `js/index.js` drives it.
 #[test]
 fn input_numbers_reach_their_inputs() {
     let mut t = T::new(11);
