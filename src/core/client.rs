@@ -334,7 +334,7 @@ pub struct Client {
 
 impl Client {
     /// A client that starts connecting to the first server at `now`.
-    pub fn new(config: Config, now: Millis) -> Client {
+    pub fn new(mut config: Config, now: Millis) -> Client {
         let mut rng = Rng::new(config.seed);
         let peers = Peers::new(config.peer_id, config.connect_timeout_ms, rng.next_u64());
         let mut c = Client {
@@ -342,7 +342,8 @@ impl Client {
             state: ClientState::Connecting,
             link: Link::Waiting { at: now },
             next_conn: 1,
-            servers: ServerList::new(config.servers.clone()),
+            // The URLs move into the failover list (`Client::servers`), not cloned.
+            servers: ServerList::new(core::mem::take(&mut config.servers)),
             failures: 0,
             last_failure: None,
             start_deadline: Some(now + config.connect_timeout_ms),
@@ -466,13 +467,14 @@ impl Client {
             && now >= d
         {
             self.start_deadline = None;
-            let why = self.last_failure.clone().map(|e| e.message).unwrap_or_else(|| "no answer".into());
+            let why = self.last_failure.take().map(|e| e.message).unwrap_or_else(|| "no answer".into());
             let err = ClientError::timeout(cat(&["no signal node reachable in time (", &why, ")"]));
             self.emit(Event::StartFailed(err.clone()));
             self.shutdown(err);
             return;
         }
-        match self.link.clone() {
+        // Not `self.link.clone()`: cloning the handshake's challenge costs wasm for nothing.
+        match self.link {
             Link::Waiting { at } if now >= at => self.open_socket(now),
             Link::Handshake { conn, deadline, .. } if now >= deadline => {
                 self.push(Output::CloseSocket { conn });

@@ -315,7 +315,8 @@ impl Peers {
         } else {
             let (peer, id) = (s.peer, s.id);
             self.send(peer, id, PeerMessage::Reject { reason: "rejected".into() }, Some(handle));
-            self.forget(handle);
+            // Still deciding: the shell has no `RTCPeerConnection` for it.
+            self.sessions.remove(&handle);
         }
     }
 
@@ -334,22 +335,16 @@ impl Peers {
         }
     }
 
-    /// Removes a session without telling anyone but the shell.
-    fn forget(&mut self, handle: Handle) {
-        if let Some(s) = self.sessions.remove(&handle)
-            && s.phase != Phase::Deciding
-        {
-            self.rtc(RtcCommand::Close { handle });
-        }
-    }
-
     /// Ends a session: optionally says bye, fails its waiters with `err`, reports an open one closed.
     pub fn drop_session(&mut self, handle: Handle, bye: bool, err: ClientError) {
-        let Some(s) = self.sessions.get(&handle).cloned() else { return };
+        // Taken out (not cloned: a session clone is a lot of wasm for nothing).
+        let Some(s) = self.sessions.remove(&handle) else { return };
         if bye {
             self.send(s.peer, s.id, PeerMessage::Bye { reason: err.message.clone() }, Some(handle));
         }
-        self.forget(handle);
+        if s.phase != Phase::Deciding {
+            self.rtc(RtcCommand::Close { handle });
+        }
         for op in s.waiters {
             self.emit(Event::OpDone { op, result: Err(err.clone()) });
         }
