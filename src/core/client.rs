@@ -515,13 +515,22 @@ impl Client {
     }
 
     fn expire_requests(&mut self, now: Millis) {
-        let expired: Vec<RequestId> =
-            self.in_flight.iter().filter(|(_, p)| p.deadline <= now).map(|(id, _)| *id).collect();
-        let mut dead: Vec<Pending> = expired.iter().filter_map(|id| self.in_flight.remove(id)).collect();
-        let (old, keep): (Vec<Pending>, Vec<Pending>) =
-            core::mem::take(&mut self.queued).into_iter().partition(|p| p.deadline <= now);
-        self.queued = keep;
-        dead.extend(old);
+        // Loops, not iterator chains: less wasm, and the lists are short.
+        let mut dead = Vec::new();
+        loop {
+            let Some(id) = self.in_flight.iter().find(|(_, p)| p.deadline <= now).map(|(id, _)| *id) else {
+                break;
+            };
+            dead.extend(self.in_flight.remove(&id));
+        }
+        let mut i = 0;
+        while i < self.queued.len() {
+            if self.queued[i].deadline <= now {
+                dead.push(self.queued.remove(i));
+            } else {
+                i += 1;
+            }
+        }
         for p in dead {
             self.fail_request(p, ClientError::timeout("no response from the signal node in time"), now);
         }

@@ -355,7 +355,9 @@ impl Peers {
 
     /// Ends every session with `err`; `bye` tells the peers of those past the decision.
     pub fn close_all(&mut self, bye: bool, err: &ClientError) {
-        for h in self.handles() {
+        // Each dropped session leaves the map, so this ends.
+        loop {
+            let Some(&h) = self.sessions.keys().next() else { break };
             let deciding = self.sessions.get(&h).is_some_and(|s| s.phase == Phase::Deciding);
             self.drop_session(h, bye && !deciding, err.clone());
         }
@@ -374,13 +376,10 @@ impl Peers {
 
     /// Ends the sessions whose deadline passed.
     pub fn handle_timeout(&mut self, now: Millis) {
-        let due: Vec<Handle> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.deadline.is_some_and(|d| d <= now))
-            .map(|(h, _)| *h)
-            .collect();
-        for h in due {
+        // Each dropped session leaves the map, so this ends.
+        loop {
+            let due = self.sessions.iter().find(|(_, s)| s.deadline.is_some_and(|d| d <= now));
+            let Some(h) = due.map(|(h, _)| *h) else { break };
             let deciding = self.sessions.get(&h).is_some_and(|s| s.phase == Phase::Deciding);
             let err = ClientError::timeout("the peer connection did not open in time");
             self.drop_session(h, !deciding, err);
