@@ -4,7 +4,7 @@
 // RTCPeerConnection. The wasm module is loaded lazily (once) by `SignalClient.create`, so a plain
 // ES-module page needs no separate init call; bundlers (Vite) resolve the .wasm through
 // `new URL(..., import.meta.url)` in the generated glue.
-import init, { WasmClient } from './signal_mesh.js';
+import init, { create, free, input, poll } from './signal_mesh.js';
 
 let ready;
 function loadWasm() {
@@ -33,12 +33,54 @@ export class SignalMeshError extends Error {
   }
 }
 
-const wrap = (p) => p.catch((e) => { throw SignalMeshError.from(e); });
 const fail = (code, message, cause) => Promise.reject(new SignalMeshError(code, message, cause));
 const closed = () => fail('CLOSED', 'the client is closed');
 const aborted = (signal) => new SignalMeshError('ABORTED', 'the operation was aborted', signal.reason);
 const encoder = new TextEncoder();
+/** Text for the engine: UTF-8 bytes (the glue then needs no string encoder of its own). */
+const utf8 = (s) => encoder.encode(s);
+const NONE = new Uint8Array();
 const toHex = (bytes) => Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+const invalid = (message) => new SignalMeshError('INVALID_ARGUMENT', message);
+const decoder = new TextDecoder();
+
+/**
+ * Reads one output of the engine (`poll(engine)`): [kind, n1, n2, b1, b2, b3], three
+ * numbers (unsigned LEB128 varints) then three byte strings (a length, then the bytes), as
+ * `src/engine/out.rs` lists them.
+ */
+function readOutput(b) {
+  let i = 0;
+  const num = () => {
+    let n = 0;
+    let m = 1;
+    let c;
+    do {
+      c = b[i++];
+      n += (c & 127) * m;
+      m *= 128;
+    } while (c > 127);
+    return n;
+  };
+  const o = [num(), num(), num()];
+  for (let k = 0; k < 3; k++) {
+    const n = num();
+    o.push(b.subarray(i, (i += n)));
+  }
+  return o;
+}
+const text = (b) => decoder.decode(b);
+const outputError = (o) => new SignalMeshError(text(o[3]), text(o[4]));
+
+/** `options[key]` when set: a `type` (numbers: non-negative integers), else INVALID_ARGUMENT. */
+function option(options, key, type) {
+  const v = options == null ? undefined : options[key];
+  if (v == null) return undefined;
+  if (typeof v !== type || (type === 'number' && !(Number.isInteger(v) && v >= 0))) {
+    throw invalid(`${key} must be a ${type === 'number' ? 'non-negative integer' : type}`);
+  }
+  return v;
+}
 /** PKCS#8 `PrivateKeyInfo` prefix of an Ed25519 key; the 32-byte seed follows it. */
 const PKCS8_ED25519 = [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
 
@@ -89,14 +131,12 @@ function addStreams(conn, streams) {
  * channels on `pc`, renegotiates through the signal nodes (perfect negotiation).
  */
 export class PeerConnection extends EventTarget {
-  #engine;
-  #handle;
+  #bye;
   #closed = false;
 
-  constructor(engine, raw) {
+  constructor(bye, raw) {
     super();
-    this.#engine = engine;
-    this.#handle = raw.handle;
+    this.#bye = bye;
     this.peerId = raw.peerId;
     this.pc = raw.pc;
     this.channel = raw.channel;
@@ -128,7 +168,7 @@ export class PeerConnection extends EventTarget {
   /** Closes the connection; the remote peer is told and sees its channel close. */
   close() {
     if (this.#closed) return;
-    try { this.#engine.closeConnection(this.#handle); } catch { /* the client is closed */ }
+    this.#bye();
     this._closed();
   }
 
@@ -286,12 +326,29 @@ export class Room extends EventTarget {
   }
 }
 
-/** A client of the Signal Mesh: discovery on topics and WebRTC signaling through signal nodes. */
+/**
+ * A client of the Signal Mesh: discovery on topics and WebRTC signaling through signal nodes.
+ *
+ * It drives its wasm engine (a number), which decides everything and does nothing: each
+ * input goes in with the time (`#call`), then `#pump` carries out the engine's outputs (open,
+ * close and write the WebSocket, sign, drive the `RTCPeerConnection`s, settle promises, dispatch
+ * events) and arms one `setTimeout` for its next deadline.
+ */
 export class SignalClient extends EventTarget {
   #engine;
   #closed = false;
+  #state = 'connecting';
   #connections = new Map();
   #peerId;
+  #sign;
+  /** [resolve, reject] of `create()` until the first authentication. */
+  #start;
+  /** Operation id -> [resolve, reject]. */
+  #ops = new Map();
+  /** The WebSocket of the current attempt: { conn, ws }. */
+  #socket;
+  #timer;
+  #at = 0;
   /** Topic id hex -> the name the app used, for `detail.topicName`. */
   #names = new Map();
   /** Topic ids in call order: `join(name); leave(name)` joins before it leaves. */
@@ -318,30 +375,30 @@ export class SignalClient extends EventTarget {
   /** Connects and authenticates with the first reachable node of `options.servers`. */
   static async create(options) {
     await loadWasm();
-    const client = new SignalClient(CREATE);
-    const emit = (type, detail) => client.#emit(type, detail);
-    const incoming = async (peerId) => {
-      const hook = client.onIncoming;
-      const r = typeof hook === 'function' ? await hook.call(client, peerId) : true;
-      if (r === null || typeof r !== 'object') return !!r;
-      if (r.accept && r.streams) {
-        const m = client.#answerStreams;
-        m.delete(peerId);
-        m.set(peerId, r.streams);
-        if (m.size > 256) m.delete(m.keys().next().value);
-      }
-      return !!r.accept;
-    };
-    const ice = options && options.iceServers;
-    if (ice !== undefined && !Array.isArray(ice)) {
-      throw new SignalMeshError('INVALID_ARGUMENT', 'iceServers must be an array of RTCIceServer');
+    const servers = options && options.servers;
+    if (!Array.isArray(servers) || !servers.length || !servers.every((u) => /^wss?:\/\/\S+$/.test(u))) {
+      throw invalid('servers must be a non-empty array of ws:// or wss:// URLs');
     }
+    const timeout = option(options, 'connectTimeoutMs', 'number');
+    if (timeout === 0 || timeout >= 2 ** 32) throw invalid('connectTimeoutMs must be positive (and below 2^32)');
+    const ice = options.iceServers;
+    if (ice !== undefined && !Array.isArray(ice)) throw invalid('iceServers must be an array of RTCIceServer');
+    const id = await identity(options.identity);
+    const client = new SignalClient(CREATE);
     client.#iceServers = ice;
-    const id = await identity(options && options.identity);
-    const engine = { ...options, identity: undefined, peerId: id.peerId, entropy: crypto.getRandomValues(new Uint8Array(8)) };
-    const rtc = (kind, h, a, b, c, d) => client.#rtc(kind, h, a, b, c, d);
-    client.#engine = await wrap(WasmClient.create(engine, emit, incoming, id.sign, rtc));
-    client.#peerId = client.#engine.peerId;
+    client.#sign = id.sign;
+    client.#peerId = toHex(id.peerId);
+    // The engine's config: the public key, 8 random bytes (its seed), the URLs one per line.
+    const urls = utf8(servers.join('\n'));
+    const config = new Uint8Array(40 + urls.length);
+    config.set(id.peerId);
+    crypto.getRandomValues(config.subarray(32, 40));
+    config.set(urls, 40);
+    client.#engine = create(Date.now(), config, timeout || 0);
+    await new Promise((resolve, reject) => {
+      client.#start = [resolve, reject];
+      client.#pump();
+    });
     return client;
   }
 
@@ -352,23 +409,22 @@ export class SignalClient extends EventTarget {
 
   /** 'connecting' | 'online' | 'offline' | 'closed' */
   get state() {
-    if (this.#closed) return 'closed';
-    return this.#engine ? this.#engine.state : 'connecting';
+    return this.#closed ? 'closed' : this.#state;
   }
 
   /** Joins (and by default announces on) a topic: a string name or 32 bytes. */
   join(topic, options) {
-    return this.#topicOp(topic, (e, id) => e.join(id, options));
+    return this.#topicOp(topic, (id) => [16, +(option(options, 'announce', 'boolean') ?? true), 0, id]);
   }
 
   /** Leaves a topic. */
   leave(topic) {
-    return this.#topicOp(topic, (e, id) => e.leave(id));
+    return this.#topicOp(topic, (id) => [17, 0, 0, id]);
   }
 
   /** Peer ids announced on a topic; `options.signal` aborts it. */
   lookup(topic, options) {
-    return this.#topicOp(topic, (e, id) => e.lookup(id, options), options && options.signal);
+    return this.#topicOp(topic, (id) => [18, 0, option(options, 'limit', 'number') ?? -1, id], options && options.signal);
   }
 
   /**
@@ -376,7 +432,12 @@ export class SignalClient extends EventTarget {
    * channel is open), `options.signal` aborts it.
    */
   async connect(peerId, options) {
-    const raw = await this.#abortable(options && options.signal, (e) => e.connect(peerId, options));
+    const raw = await this.#op(options && options.signal, () => {
+      if (!/^[0-9a-f]{64}$/i.test(peerId)) throw invalid('a peer id must be a string of 64 hex characters');
+      const label = option(options, 'label', 'string') ?? 'signal-mesh';
+      // The peer id's 32 bytes, then the label.
+      return [19, 0, 0, Uint8Array.of(...peerId.match(/../g).map((h) => parseInt(h, 16)), ...utf8(label))];
+    });
     const conn = this.#wrapConnection(raw);
     addStreams(conn, options && options.streams);
     return conn;
@@ -401,16 +462,18 @@ export class SignalClient extends EventTarget {
     const engine = this.#engine;
     if (this.#closed || !engine) return;
     this.#closed = true;
+    // Says bye to connected peers and settles what is pending, then stops.
+    this.#call(15);
     this.#engine = undefined;
-    engine.close();
+    clearTimeout(this.#timer);
+    this.#closeSocket();
     for (const c of this.#connections.values()) c._closed();
     this.#connections.clear();
     for (const r of this.#pcs.values()) r.pc.close();
     this.#pcs.clear();
     this.#names.clear();
-    // Freed once the current call into the engine (an event listener may be running inside one)
-    // has returned: the engine's callbacks capture this client, a cycle no GC can break.
-    queueMicrotask(() => engine.free());
+    // The engine holds no JavaScript value and is never on the stack while JavaScript runs.
+    free(engine);
   }
 
   /** `await using client = await SignalClient.create(...)` closes it at the end of the scope. */
@@ -418,21 +481,222 @@ export class SignalClient extends EventTarget {
     return this.close();
   }
 
-  /** Calls the engine; `signal` aborts the operation (its promise rejects with `ABORTED`). */
-  #abortable(signal, call) {
-    const engine = this.#engine;
-    if (!engine) return closed();
+  /**
+   * Feeds one input to the engine (`kind`, two numbers, bytes: see `Engine::input` in
+   * `src/engine/mod.rs`), then carries out what it produced.
+   */
+  #call(kind, a = 0, b = 0, bytes = NONE) {
+    const e = this.#engine;
+    if (!e) return;
+    input(e, Date.now(), kind, a, b, bytes);
+    this.#pump();
+  }
+
+  /**
+   * Carries out the engine's outputs in order; the last one (kind 23) says when to tick next
+   * (its time + 1; 0: no timer).
+   */
+  #pump() {
+    const e = this.#engine;
+    // An output may close the client (a listener calls close()): then the rest is dropped.
+    for (let o; e && this.#engine === e; this.#out(o)) {
+      o = readOutput(poll(e));
+      if (o[0] === 23) {
+        const at = o[1];
+        if (at === this.#at) return;
+        clearTimeout(this.#timer);
+        this.#at = at;
+        if (at) {
+          const tick = () => {
+            this.#at = 0;
+            this.#call(8);
+          };
+          this.#timer = setTimeout(tick, Math.min(at - 1 - Date.now(), 2 ** 31 - 1));
+        }
+        return;
+      }
+    }
+  }
+
+  /** Carries out one output: [kind, n1, n2, b1, b2, b3] as `src/engine/out.rs` numbers them. */
+  #out(o) {
+    const [kind, n, m, a, b, c] = o;
+    if (kind < 4) {
+      const s = this.#socket;
+      if (kind === 0) this.#open(n, text(a));
+      else if (kind === 3) this.#signChallenge(n, a.slice());
+      else if (s && s.conn === n) {
+        if (kind === 1) this.#closeSocket();
+        else {
+          // Dropped when the socket is not open; the engine times out what it waits for.
+          try { s.ws.send(a); } catch { /* not open */ }
+        }
+      }
+      return;
+    }
+    if (kind < 10) {
+      const k = kind - 4;
+      // 0 create (initiator, label), 1 create an offer (ICE restart), 2 / 3 apply an offer / an
+      // answer (SDP), 4 add a candidate (candidate, mid, m-line index or -1, username fragment),
+      // 5 close
+      if (k < 2) this.#rtc(k, n, m, text(a));
+      else this.#rtc(k, n, text(a), text(b), m - 1, text(c));
+      return;
+    }
+    switch (kind) {
+      case 10:
+        this.#state = text(a);
+        this.#dispatch('statechange', { state: this.#state });
+        break;
+      case 11:
+      case 12: {
+        const start = this.#start;
+        this.#start = undefined;
+        if (kind === 11) start?.[0]();
+        else {
+          start?.[1](outputError(o));
+          this.close();
+        }
+        break;
+      }
+      case 13:
+      case 14:
+      case 15:
+      case 16: {
+        const p = this.#ops.get(n);
+        if (!p) break;
+        this.#ops.delete(n);
+        if (kind === 16) p[1](outputError(o));
+        else if (kind === 15) p[0]({ handle: m, peerId: toHex(a) });
+        else if (kind === 13) p[0]();
+        else {
+          const peers = [];
+          for (let i = 0; i < a.length; i += 32) peers.push(toHex(a.subarray(i, i + 32)));
+          p[0](peers);
+        }
+        break;
+      }
+      case 17:
+      case 18: {
+        const detail = { topic: toHex(a), peerId: toHex(b) };
+        const name = this.#names.get(detail.topic);
+        if (name !== undefined) detail.topicName = name;
+        this.#dispatch(kind === 17 ? 'peer-joined' : 'peer-left', detail);
+        break;
+      }
+      case 19:
+        this.#incoming(n, toHex(a));
+        break;
+      case 20: {
+        let conn;
+        try {
+          conn = this.#wrapConnection({ handle: n, peerId: toHex(a) });
+        } catch {
+          break; // its RTCPeerConnection is gone already
+        }
+        addStreams(conn, this.#answerStreams.get(conn.peerId));
+        this.#answerStreams.delete(conn.peerId);
+        this.#dispatch('connection', { connection: conn });
+        break;
+      }
+      case 21:
+        this.#connections.get(n)?._closed();
+        break;
+      case 22:
+        this.#dispatch('error', { error: outputError(o) });
+        break;
+      default:
+    }
+  }
+
+  #dispatch(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  /** Opens the WebSocket of attempt `conn` (the previous one is closed). */
+  #open(conn, url) {
+    this.#closeSocket();
+    let ws;
+    try {
+      ws = new WebSocket(url);
+    } catch {
+      // An invalid URL fails like an unreachable node: the engine moves on to the next.
+      this.#call(10, conn, 0);
+      return;
+    }
+    ws.binaryType = 'arraybuffer';
+    // Text frames are not part of the protocol; they are ignored.
+    ws.onmessage = ({ data }) => {
+      if (data instanceof ArrayBuffer) this.#call(9, conn, 0, new Uint8Array(data));
+    };
+    ws.onclose = ({ code }) => this.#call(10, conn, code);
+    this.#socket = { conn, ws };
+  }
+
+  #closeSocket() {
+    const s = this.#socket;
+    if (!s) return;
+    this.#socket = undefined;
+    s.ws.onmessage = s.ws.onclose = null;
+    s.ws.close(1000);
+  }
+
+  /** Signs the challenge of attempt `conn` with the identity. */
+  #signChallenge(conn, message) {
+    this.#sign(message).then(
+      (sig) => this.#call(11, conn, 0, sig),
+      (error) => {
+        if (this.#engine) this.#dispatch('error', { error: new SignalMeshError('BROWSER_ERROR', 'signing the challenge failed', error) });
+      },
+    );
+  }
+
+  /** Asks `onIncoming` about an offer from `peerId` (a throw or a rejection refuses it). */
+  async #incoming(handle, peerId) {
+    let accept = false;
+    try {
+      const hook = this.onIncoming;
+      const r = await (typeof hook === 'function' ? hook.call(this, peerId) : true);
+      accept = r !== null && typeof r === 'object' ? !!r.accept : !!r;
+      if (accept && r.streams) {
+        const m = this.#answerStreams;
+        m.delete(peerId);
+        m.set(peerId, r.streams);
+        if (m.size > 256) m.delete(m.keys().next().value);
+      }
+    } catch (error) {
+      this.#dispatch('error', { error: SignalMeshError.from(error) });
+    }
+    this.#call(12, handle, +accept);
+  }
+
+  /**
+   * Starts an operation, the input `start()` returns ([kind, a, b, bytes]; it may throw for bad
+   * arguments), and returns its promise; `signal` aborts it (the promise rejects with `ABORTED`).
+   */
+  #op(signal, start) {
+    const e = this.#engine;
+    if (!e) return closed();
     if (signal && signal.aborted) return Promise.reject(aborted(signal));
-    const p = wrap(call(engine));
-    if (!signal) return p;
-    const op = engine.lastOp;
-    const abort = () => { if (this.#engine) this.#engine.cancel(op); };
+    let op;
+    // Registered before any output runs: an operation may complete at once. One that failed at
+    // once is operation 0, and its failure the next output.
+    const p = new Promise((resolve, reject) => {
+      op = input(e, Date.now(), ...start());
+      this.#ops.set(op, [resolve, reject]);
+    });
+    this.#pump();
+    if (!signal || !op) return p;
+    const abort = () => this.#call(13, op);
     signal.addEventListener('abort', abort, { once: true });
     return p.finally(() => signal.removeEventListener('abort', abort));
   }
 
-  /** Resolves `topic` to its 32 bytes (names hashed with SHA-256 in call order), then calls. */
-  #topicOp(topic, call, signal) {
+  /**
+   * Resolves `topic` to its 32 bytes (names hashed with SHA-256 in call order), then starts the
+   * operation `start(bytes)` returns (see `#op`).
+   */
+  #topicOp(topic, start, signal) {
     if (!this.#engine) return closed();
     let id;
     if (typeof topic === 'string') {
@@ -448,32 +712,36 @@ export class SignalClient extends EventTarget {
         if (this.#names.size > MAX_NAMES) this.#names.delete(this.#names.keys().next().value);
         return b;
       });
-    } else {
+    } else if (topic instanceof Uint8Array && topic.length === 32) {
       id = this.#topics.then(() => topic);
+    } else {
+      return fail('INVALID_ARGUMENT', 'a topic must be a string or a 32-byte Uint8Array');
     }
     this.#topics = id.catch(() => {});
     return id.then(
-      (b) => this.#abortable(signal, (e) => call(e, b)),
+      (b) => this.#op(signal, () => start(b)),
       (e) => fail('BROWSER_ERROR', `hashing the topic name failed: ${e && e.message}`, e),
     );
   }
 
   /**
    * Carries out one WebRTC command of the engine on the `RTCPeerConnection` of handle `h`, in
-   * order per connection, and reports back what the browser does (see `rtcReport` in the Rust
-   * bindings for the numbering).
+   * order per connection, and reports back what the browser does (inputs 0-7): `kind`
+   * 0 create (`a` initiator, `b` label), 1 create an offer (`a` ICE restart), 2 apply an offer
+   * (`a` SDP), 3 apply an answer (`a` SDP), 4 add a candidate (`a` candidate, `b` mid, `c` m-line
+   * index or -1, `d` username fragment), 5 close.
    */
   #rtc(kind, h, a, b, c, d) {
     let r = this.#pcs.get(h);
-    const report = (k, x, y, z, w) => {
-      if (this.#engine && this.#pcs.get(h) === r) this.#engine.rtcReport(h, k, x, y, z, w);
+    const report = (k, n = 0, x = '', y = '', z = '') => {
+      if (this.#pcs.get(h) === r) this.#call(k, h, n, utf8(`${x}\0${y}\0${z}`));
     };
     if (kind === 0) {
       let pc;
       try {
         pc = new RTCPeerConnection(this.#iceServers ? { iceServers: this.#iceServers } : undefined);
       } catch (e) {
-        this.#engine?.rtcReport(h, 7, `new RTCPeerConnection failed: ${e && e.message}`);
+        report(7, 0, `new RTCPeerConnection failed: ${e && e.message}`);
         return;
       }
       r = { pc, channel: null, queue: Promise.resolve() };
@@ -481,11 +749,11 @@ export class SignalClient extends EventTarget {
       const attach = (ch) => {
         r.channel = ch;
         ch.addEventListener('open', () => report(2));
-        ch.addEventListener('close', () => report(6, 'the data channel closed'));
+        ch.addEventListener('close', () => report(6, 0, 'the data channel closed'));
         if (ch.readyState === 'open') report(2);
       };
       pc.addEventListener('icecandidate', ({ candidate: x }) => {
-        if (x && x.candidate) report(1, x.candidate, x.sdpMid, x.sdpMLineIndex, x.usernameFragment);
+        if (x && x.candidate) report(1, x.sdpMLineIndex ?? -1, x.candidate, x.sdpMid ?? '', x.usernameFragment ?? '');
       });
       pc.addEventListener('negotiationneeded', () => report(5));
       pc.addEventListener('iceconnectionstatechange', () => {
@@ -511,12 +779,12 @@ export class SignalClient extends EventTarget {
     };
     const local = async (desc) => {
       await pc.setLocalDescription(desc);
-      report(0, desc.type === 'offer', pc.localDescription.sdp);
+      report(0, desc.type === 'offer' ? 1 : 0, pc.localDescription.sdp);
     };
     r.queue = r.queue.then(async () => {
       if (this.#pcs.get(h) !== r) return;
       if (kind === 1) {
-        await local(await pc.createOffer({ iceRestart: a }));
+        await local(await pc.createOffer({ iceRestart: !!a }));
       } else if (kind === 2) {
         await pc.setRemoteDescription({ type: 'offer', sdp: a });
         await local(await pc.createAnswer());
@@ -526,49 +794,22 @@ export class SignalClient extends EventTarget {
         connected();
       } else if (kind === 4) {
         // A candidate the browser cannot use is not fatal: others may work.
-        await pc.addIceCandidate({ candidate: a, sdpMid: b, sdpMLineIndex: c, usernameFragment: d || undefined }).catch(() => {});
+        await pc.addIceCandidate({ candidate: a, sdpMid: b, sdpMLineIndex: c < 0 ? null : c, usernameFragment: d || undefined }).catch(() => {});
       }
-    }).catch((e) => report(7, `WebRTC failed: ${e && e.message}`));
+    }).catch((e) => report(7, 0, `WebRTC failed: ${e && e.message}`));
   }
 
   #wrapConnection(raw) {
-    let conn = this.#connections.get(raw.handle);
+    const h = raw.handle;
+    let conn = this.#connections.get(h);
     if (!conn) {
-      const r = this.#pcs.get(raw.handle);
+      const r = this.#pcs.get(h);
       if (!r || !r.channel) throw new SignalMeshError('CLOSED', 'the connection closed');
-      conn = new PeerConnection(this.#engine, { ...raw, pc: r.pc, channel: r.channel });
-      this.#connections.set(raw.handle, conn);
-      conn.addEventListener('close', () => this.#connections.delete(raw.handle));
+      conn = new PeerConnection(() => this.#call(14, h), { ...raw, pc: r.pc, channel: r.channel });
+      this.#connections.set(h, conn);
+      conn.addEventListener('close', () => this.#connections.delete(h));
     }
     return conn;
-  }
-
-  #emit(type, detail) {
-    switch (type) {
-      case 'connection': {
-        const conn = this.#wrapConnection(detail.connection);
-        addStreams(conn, this.#answerStreams.get(conn.peerId));
-        this.#answerStreams.delete(conn.peerId);
-        detail = { connection: conn };
-        break;
-      }
-      case 'connection-closed': {
-        const conn = this.#connections.get(detail.handle);
-        if (conn) conn._closed();
-        return;
-      }
-      case 'error':
-        detail = { error: SignalMeshError.from(detail.error) };
-        break;
-      case 'peer-joined':
-      case 'peer-left': {
-        const name = this.#names.get(detail.topic);
-        if (name !== undefined) detail.topicName = name;
-        break;
-      }
-      default:
-    }
-    this.dispatchEvent(new CustomEvent(type, { detail }));
   }
 }
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The wasm-bindgen tests of the browser shell (src/shell/tests.rs) in headless Debian Chromium,
+# The wasm-bindgen tests of the engine (src/engine/browser_tests.rs) in headless Debian Chromium,
 # through wasm-bindgen-test-runner and chromedriver (flags in webdriver.json).
 # Note: `cargo test -q` breaks wasm-bindgen-test-runner's output parsing; do not add -q.
 set -euo pipefail
@@ -34,4 +34,5 @@ for _ in $(seq 100); do
 done
 [ -n "${port:-}" ] || { echo "test-wasm.sh: the node did not start:" >&2; cat "$log" >&2; exit 1; }
 export SIGNAL_MESH_TEST_NODE="ws://127.0.0.1:$port/signal"
-cargo test -p signal-mesh --lib --target wasm32-unknown-unknown "$@"
+# `--features std`: wasm-bindgen-test links std and its panic handler (see `std` in Cargo.toml).
+cargo test -p signal-mesh --lib --target wasm32-unknown-unknown --features std "$@"

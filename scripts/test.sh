@@ -21,7 +21,10 @@ step "clippy (native)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "clippy (wasm32)"
-cargo clippy -p signal-mesh -p signal-mesh-proto --target wasm32-unknown-unknown --all-targets --locked -- -D warnings
+# The client library as it ships (no_std: no dev-dependencies, the proto crate without `std`;
+# built alone, so that no other package's features are unified into it), then with the tests.
+cargo clippy -p signal-mesh --target wasm32-unknown-unknown --lib --locked -- -D warnings
+cargo clippy -p signal-mesh -p signal-mesh-proto --target wasm32-unknown-unknown --all-targets --features signal-mesh/std --locked -- -D warnings
 
 step "rust tests"
 cargo test --workspace --locked

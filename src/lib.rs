@@ -2,16 +2,22 @@
 //!
 //! # Layout
 //! - [`core`]: the sans-IO client (edge session and peer negotiation), tested natively.
-//! - `shell` (wasm32 only): the browser driver — WebSocket, timers, WebCrypto, `RTCPeerConnection`.
-//! - `bindings` (wasm32 only): the only `#[wasm_bindgen]` code, used by the JavaScript facade in `js/`.
+//! - [`engine`]: the core behind a flat API of numbers, strings and bytes (`#[wasm_bindgen]` on
+//!   wasm32), driven by the JavaScript facade in `js/`, which does all IO (WebSocket, timer,
+//!   WebCrypto, `RTCPeerConnection`).
+#![no_std]
 #![forbid(unsafe_code)]
+
+// `no_std` + `alloc`: on wasm32 std's panic machinery (which formats every panic message, with
+// `core::fmt`) is replaced by the handler below, a trap. Natively, in tests and with the `std`
+// feature, std is linked as usual (its panic handler; tests import its prelude).
+extern crate alloc;
+#[cfg(any(test, feature = "std", not(target_arch = "wasm32")))]
+extern crate std;
 
 pub mod core;
 
-#[cfg(target_arch = "wasm32")]
-mod bindings;
-#[cfg(target_arch = "wasm32")]
-pub mod shell;
+pub mod engine;
 
 pub use signal_mesh_proto as proto;
 
@@ -23,3 +29,13 @@ pub use signal_mesh_proto as proto;
 #[global_allocator]
 static ALLOCATOR: lol_alloc::LockedAllocator<lol_alloc::FreeListAllocator> =
     lol_alloc::LockedAllocator::new(lol_alloc::FreeListAllocator::new());
+
+/// A panic in the wasm engine traps (a `RuntimeError: unreachable` in JavaScript): the message
+/// and location are never formatted, which keeps `core::fmt` and every panic location string out
+/// of the module. The engine has no panic it recovers from; the trap is what wasm-bindgen's std
+/// build did too, after formatting.
+#[cfg(all(target_arch = "wasm32", not(test), not(feature = "std")))]
+#[panic_handler]
+fn panic(_: &::core::panic::PanicInfo<'_>) -> ! {
+    ::core::arch::wasm32::unreachable()
+}

@@ -47,6 +47,8 @@ pub fn backoff_delay(failures: u32, initial_ms: u64, max_ms: u64, random: u64) -
 
 #[cfg(test)]
 mod tests {
+    use std::vec::Vec;
+
     use super::*;
 
     #[test]

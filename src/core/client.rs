@@ -1,6 +1,6 @@
 //! The edge session: connection attempts, authentication, requests, keepalive, reconnect.
 
-use std::collections::VecDeque;
+use alloc::{borrow::ToOwned, string::String, vec::Vec};
 
 use bytes::Bytes;
 use signal_mesh_proto::{
@@ -10,13 +10,34 @@ use signal_mesh_proto::{
 };
 
 use super::backoff::{Rng, backoff_delay};
-use super::error::{ClientError, Code, decimal};
+use super::error::{ClientError, Code, cat, hex, msg};
 use super::pacer::Pacer;
 use super::peers::{Handle, PeerOutput, Peers, SdpKind};
 use super::servers::ServerList;
 use super::signal::{Candidate, PeerSignal};
 use super::vecmap::VecMap;
 use super::{Millis, OpId};
+
+/// A server frame parsed, or `None` when it is too large, not protobuf or invalid. This is
+/// `signal_mesh_proto::decode_server` without its error values: their `Display` (prost's
+/// `DecodeError` made into a `String`) would bring `core::fmt` into the wasm for a message the
+/// client never shows.
+fn decode_server(frame: Bytes) -> Option<ServerMessage> {
+    use prost::Message;
+    if frame.len() > MAX_SERVER_FRAME {
+        return None;
+    }
+    let wire = signal_mesh_proto::wire::ServerFrame::decode(frame).ok()?;
+    ServerMessage::from_wire(wire).ok()
+}
+
+/// The earlier of two optional times.
+pub(super) fn earliest(a: Option<Millis>, b: Option<Millis>) -> Option<Millis> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        _ => a.or(b),
+    }
+}
 
 /// Identifies one WebSocket attempt; inputs about an older attempt are ignored.
 pub type ConnId = u32;
@@ -297,17 +318,23 @@ pub struct Client {
     next_request: RequestId,
     next_op: OpId,
     in_flight: VecMap<RequestId, Pending>,
-    queued: VecDeque<Pending>,
+    /// Requests waiting, oldest first. A `Vec` rather than a `VecDeque`: one container type less
+    /// in the wasm, and each operation on it is a batch (see [`Client::flush`]).
+    queued: Vec<Pending>,
     /// Topics joined (confirmed by the node), with their announce flag; re-joined on reconnect.
     topics: VecMap<TopicId, bool>,
     /// Every peer session (negotiation state); reached only through its methods.
     peers: Peers,
-    out: VecDeque<Output>,
+    /// Outputs not yet handed out, oldest first; `ready` holds the batch being handed out, newest
+    /// first (so each [`Client::poll_output`] is a `pop`). Plain `Vec`s, not a `VecDeque`: see
+    /// `queued`.
+    out: Vec<Output>,
+    ready: Vec<Output>,
 }
 
 impl Client {
     /// A client that starts connecting to the first server at `now`.
-    pub fn new(config: Config, now: Millis) -> Client {
+    pub fn new(mut config: Config, now: Millis) -> Client {
         let mut rng = Rng::new(config.seed);
         let peers = Peers::new(config.peer_id, config.connect_timeout_ms, rng.next_u64());
         let mut c = Client {
@@ -315,7 +342,8 @@ impl Client {
             state: ClientState::Connecting,
             link: Link::Waiting { at: now },
             next_conn: 1,
-            servers: ServerList::new(config.servers.clone()),
+            // The URLs move into the failover list (`Client::servers`), not cloned.
+            servers: ServerList::new(core::mem::take(&mut config.servers)),
             failures: 0,
             last_failure: None,
             start_deadline: Some(now + config.connect_timeout_ms),
@@ -324,10 +352,11 @@ impl Client {
             next_request: 1,
             next_op: 1,
             in_flight: VecMap::new(),
-            queued: VecDeque::new(),
+            queued: Vec::new(),
             topics: VecMap::new(),
             peers,
-            out: VecDeque::new(),
+            out: Vec::new(),
+            ready: Vec::new(),
             config,
         };
         if c.servers.is_empty() {
@@ -365,7 +394,11 @@ impl Client {
 
     /// The next thing for the shell to do.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.out.pop_front()
+        if self.ready.is_empty() {
+            self.ready = core::mem::take(&mut self.out);
+            self.ready.reverse();
+        }
+        self.ready.pop()
     }
 
     /// When [`Client::handle_timeout`] must be called next.
@@ -376,21 +409,26 @@ impl Client {
             Link::Up { next_ping, last_rx, .. } => Some((*next_ping).min(last_rx + self.idle_timeout())),
             Link::Down => None,
         };
-        let requests = self.in_flight.values().chain(self.queued.iter()).map(|p| p.deadline).min();
         let paced = (matches!(self.link, Link::Up { .. })
             && !self.queued.is_empty()
             && self.in_flight.len() < MAX_IN_FLIGHT)
             .then(|| self.pacer.next_token());
-        let sessions = self.peers.poll_timeout();
-        [link, requests, paced, sessions, self.start_deadline].into_iter().flatten().min()
+        // Plain loops: iterator chains over these cost noticeably more wasm.
+        let mut at = earliest(link, paced);
+        at = earliest(at, self.peers.poll_timeout());
+        at = earliest(at, self.start_deadline);
+        for p in self.in_flight.values().chain(&self.queued) {
+            at = earliest(at, Some(p.deadline));
+        }
+        at
     }
 
     fn push(&mut self, o: Output) {
-        self.out.push_back(o);
+        self.out.push(o);
     }
 
     fn emit(&mut self, e: Event) {
-        self.out.push_back(Output::Event(e));
+        self.out.push(Output::Event(e));
     }
 
     fn new_op(&mut self) -> OpId {
@@ -429,13 +467,14 @@ impl Client {
             && now >= d
         {
             self.start_deadline = None;
-            let why = self.last_failure.clone().map(|e| e.message).unwrap_or_else(|| "no answer".into());
-            let err = ClientError::timeout(["no signal node reachable in time (", &why, ")"].concat());
+            let why = self.last_failure.take().map(|e| e.message).unwrap_or_else(|| "no answer".into());
+            let err = ClientError::timeout(cat(&["no signal node reachable in time (", &why, ")"]));
             self.emit(Event::StartFailed(err.clone()));
             self.shutdown(err);
             return;
         }
-        match self.link.clone() {
+        // Not `self.link.clone()`: cloning the handshake's challenge costs wasm for nothing.
+        match self.link {
             Link::Waiting { at } if now >= at => self.open_socket(now),
             Link::Handshake { conn, deadline, .. } if now >= deadline => {
                 self.push(Output::CloseSocket { conn });
@@ -476,13 +515,22 @@ impl Client {
     }
 
     fn expire_requests(&mut self, now: Millis) {
-        let expired: Vec<RequestId> =
-            self.in_flight.iter().filter(|(_, p)| p.deadline <= now).map(|(id, _)| *id).collect();
-        let mut dead: Vec<Pending> = expired.iter().filter_map(|id| self.in_flight.remove(id)).collect();
-        let (old, keep): (Vec<Pending>, Vec<Pending>) =
-            std::mem::take(&mut self.queued).into_iter().partition(|p| p.deadline <= now);
-        self.queued = keep.into();
-        dead.extend(old);
+        // Loops, not iterator chains: less wasm, and the lists are short.
+        let mut dead = Vec::new();
+        loop {
+            let Some(id) = self.in_flight.iter().find(|(_, p)| p.deadline <= now).map(|(id, _)| *id) else {
+                break;
+            };
+            dead.extend(self.in_flight.remove(&id));
+        }
+        let mut i = 0;
+        while i < self.queued.len() {
+            if self.queued[i].deadline <= now {
+                dead.push(self.queued.remove(i));
+            } else {
+                i += 1;
+            }
+        }
         for p in dead {
             self.fail_request(p, ClientError::timeout("no response from the signal node in time"), now);
         }
@@ -538,12 +586,12 @@ impl Client {
             self.failures = 1;
             // Requests on the lost connection are sent again on the next one.
             // `in_flight` is in insertion order, which is request id order.
-            let back: Vec<(RequestId, Pending)> = self.in_flight.take_all();
-            for (_, p) in back.into_iter().rev() {
-                if !matches!(p.purpose, Purpose::Rejoin) {
-                    self.queued.push_front(p);
-                }
-            }
+            let mut back: Vec<Pending> = (self.in_flight.take_all().into_iter())
+                .map(|(_, p)| p)
+                .filter(|p| !matches!(p.purpose, Purpose::Rejoin))
+                .collect();
+            back.append(&mut self.queued);
+            self.queued = back;
             self.set_state(ClientState::Offline);
         } else {
             self.failures = self.failures.saturating_add(1);
@@ -568,9 +616,9 @@ impl Client {
         if let Link::Up { last_rx, .. } = &mut self.link {
             *last_rx = now;
         }
-        let msg = match signal_mesh_proto::decode_server(frame, MAX_SERVER_FRAME) {
-            Ok(m) => m,
-            Err(_) => {
+        let msg = match decode_server(frame) {
+            Some(m) => m,
+            None => {
                 let err =
                     ClientError::new(Code::Node(ErrorCode::BadRequest), "the node sent a malformed frame");
                 self.emit(Event::Error(err));
@@ -614,10 +662,7 @@ impl Client {
         }
         if !c.protocol_versions.contains(&PROTOCOL_VERSION) {
             self.push(Output::CloseSocket { conn });
-            let err = ClientError::new(
-                Code::Node(ErrorCode::UnsupportedVersion),
-                ["the node does not speak protocol version ", &decimal(PROTOCOL_VERSION.into())].concat(),
-            );
+            let err = ClientError::new(Code::Node(ErrorCode::UnsupportedVersion), msg::UNSUPPORTED_VERSION);
             self.link_lost(now, err);
             return;
         }
@@ -650,15 +695,16 @@ impl Client {
             self.emit(Event::Started);
         }
         let deadline = now + self.config.request_timeout_ms;
-        let rejoin: Vec<(TopicId, bool)> = self.topics.iter().map(|(t, a)| (*t, *a)).collect();
         // Re-joins go first, then what waited for the connection, all paced.
-        for (topic, announce) in rejoin.into_iter().rev() {
-            self.queued.push_front(Pending {
-                body: RequestBody::Join { topic, announce },
+        let mut rejoin: Vec<Pending> = (self.topics.iter())
+            .map(|(t, a)| Pending {
+                body: RequestBody::Join { topic: *t, announce: *a },
                 purpose: Purpose::Rejoin,
                 deadline,
-            });
-        }
+            })
+            .collect();
+        rejoin.append(&mut self.queued);
+        self.queued = rejoin;
         self.flush(now);
     }
 
@@ -681,7 +727,7 @@ impl Client {
         if self.queued.len() >= MAX_QUEUED {
             return Err(ClientError::new(Code::Node(ErrorCode::LimitExceeded), "too many requests waiting"));
         }
-        self.queued.push_back(Pending { body, purpose, deadline: now + self.config.request_timeout_ms });
+        self.queued.push(Pending { body, purpose, deadline: now + self.config.request_timeout_ms });
         self.flush(now);
         Ok(())
     }
@@ -689,8 +735,12 @@ impl Client {
     /// Sends queued requests, in order, while online, a slot is free and the pacer has a token.
     fn flush(&mut self, now: Millis) {
         let Link::Up { conn, .. } = self.link else { return };
-        while !self.queued.is_empty() && self.in_flight.len() < MAX_IN_FLIGHT && self.pacer.try_take(now) {
-            let Some(p) = self.queued.pop_front() else { break };
+        let mut n = 0;
+        while n < self.queued.len() && self.in_flight.len() + n < MAX_IN_FLIGHT && self.pacer.try_take(now) {
+            n += 1;
+        }
+        let batch: Vec<Pending> = self.queued.drain(..n).collect();
+        for p in batch {
             let id = self.next_request;
             self.next_request += 1;
             self.send(conn, ClientMessage::Request { id, body: p.body.clone() });
@@ -751,7 +801,8 @@ impl Client {
             Purpose::Rejoin => {
                 if let RequestBody::Join { topic, .. } = p.body {
                     self.topics.remove(&topic);
-                    let msg = ["re-joining topic ", &topic.to_hex(), " failed: ", &err.message].concat();
+                    let hex = hex(topic.as_bytes());
+                    let msg = cat(&["re-joining topic ", &hex, " failed: ", &err.message]);
                     self.emit(Event::Error(ClientError::new(err.code, msg)));
                 }
             }
@@ -802,9 +853,7 @@ impl Client {
         let want = match limit {
             Some(0) => return Err(ClientError::invalid("lookup limit must be at least 1")),
             Some(n) if n > MAX_LOOKUP => {
-                return Err(ClientError::invalid(
-                    ["lookup limit must be at most ", &decimal(MAX_LOOKUP.into())].concat(),
-                ));
+                return Err(ClientError::invalid(msg::LOOKUP_LIMIT));
             }
             Some(n) => n,
             None => self.limits.max_lookup_page.max(1),
@@ -866,7 +915,7 @@ impl Client {
             .take_all()
             .into_iter()
             .map(|(_, p)| p)
-            .chain(std::mem::take(&mut self.queued))
+            .chain(core::mem::take(&mut self.queued))
             .collect();
         for p in pending {
             if let Purpose::Op(op) | Purpose::Lookup { op, .. } = p.purpose {

@@ -1,5 +1,8 @@
 //! Errors the client reports to the application, each with a stable code.
 
+use alloc::string::String;
+use alloc::vec::Vec;
+
 use core::fmt;
 
 use signal_mesh_proto::ErrorCode;
@@ -60,19 +63,37 @@ impl fmt::Display for Code {
     }
 }
 
-/// `n` in decimal. Messages are built with this and `concat` rather than `format!`, which keeps
-/// the formatting machinery out of the wasm (a few KB).
-pub(crate) fn decimal(n: u64) -> String {
-    let mut digits = Vec::new();
-    let mut n = n;
-    loop {
-        digits.push(char::from(b'0' + (n % 10) as u8));
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+/// `parts` one after the other: `[..].concat()` without its generic machinery (less wasm).
+pub(crate) fn cat(parts: &[&str]) -> String {
+    let mut s = String::new();
+    for p in parts {
+        s.push_str(p);
     }
-    digits.iter().rev().collect()
+    s
+}
+
+/// Lowercase hex of `bytes`, as `PeerId::to_hex` spells it (without its `char` pushes).
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = Vec::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)]);
+        s.push(DIGITS[usize::from(b & 15)]);
+    }
+    String::from_utf8(s).unwrap_or_default()
+}
+
+/// Messages that name a limit, spelled out: building them at run time (`format!`, or digits by
+/// hand) costs more wasm than the text. A test checks each against its constant.
+pub(crate) mod msg {
+    /// [`super::super::client::MAX_LOOKUP`].
+    pub const LOOKUP_LIMIT: &str = "lookup limit must be at most 10000";
+    /// [`super::super::peers::MAX_LABEL_BYTES`].
+    pub const LABEL_TOO_LONG: &str = "label longer than 256 bytes";
+    /// [`super::super::peers::MAX_SESSIONS`].
+    pub const TOO_MANY_SESSIONS: &str = "at most 256 peer connections at once";
+    /// [`signal_mesh_proto::PROTOCOL_VERSION`].
+    pub const UNSUPPORTED_VERSION: &str = "the node does not speak protocol version 1";
 }
 
 /// An error with a stable [`Code`] and a human-readable message.
@@ -109,6 +130,12 @@ impl ClientError {
 
 #[cfg(test)]
 mod tests {
+    use std::{
+        borrow::ToOwned,
+        string::{String, ToString},
+        vec::Vec,
+    };
+
     use super::*;
 
     /// The members of `export type SignalMeshErrorCode = | 'A' | 'B' ...;` in the package's types.
@@ -139,6 +166,23 @@ mod tests {
             declared, known,
             "js/index.d.ts SignalMeshErrorCode differs from ErrorCode + CLIENT_CODES"
         );
+    }
+
+    #[test]
+    fn hex_is_the_ids_hex() {
+        let id = signal_mesh_proto::PeerId::from_array(core::array::from_fn(|i| (i * 37) as u8));
+        assert_eq!(hex(id.as_bytes()), id.to_hex());
+    }
+
+    #[test]
+    fn messages_name_the_limits_they_check() {
+        use crate::core::{client, peers};
+        let ends =
+            |m: &str, n: usize, tail: &str| assert!(m.ends_with(&[&n.to_string(), tail].concat()), "{m}");
+        ends(msg::LOOKUP_LIMIT, client::MAX_LOOKUP as usize, "");
+        ends(msg::LABEL_TOO_LONG, peers::MAX_LABEL_BYTES, " bytes");
+        ends(msg::TOO_MANY_SESSIONS, peers::MAX_SESSIONS, " peer connections at once");
+        ends(msg::UNSUPPORTED_VERSION, signal_mesh_proto::PROTOCOL_VERSION as usize, "");
     }
 
     #[test]

@@ -19,11 +19,13 @@
 //! - ICE failure: one ICE restart (the initiator re-offers; a responder asks it to) before the
 //!   connection is reported closed.
 
+use alloc::{borrow::ToOwned, string::String, vec::Vec};
+
 use signal_mesh_proto::{ErrorCode, PeerId};
 
 use super::backoff::Rng;
 use super::client::{Event, OpResult, RtcCommand};
-use super::error::{ClientError, Code, decimal};
+use super::error::{ClientError, Code, msg};
 use super::signal::{Candidate, PeerMessage, PeerSignal};
 use super::vecmap::VecMap;
 use super::{Millis, OpId};
@@ -158,8 +160,8 @@ pub struct Peers {
     local: PeerId,
     connect_timeout_ms: u64,
     rng: Rng,
+    /// At most one per peer ([`Peers::handle_of`] finds it).
     sessions: VecMap<Handle, PeerSession>,
-    by_peer: VecMap<PeerId, Handle>,
     next_handle: u32,
     /// A `Vec` taken whole by [`Peers::take_outputs`] (one `VecDeque` instantiation less in the wasm).
     out: Vec<PeerOutput>,
@@ -173,7 +175,6 @@ impl Peers {
             connect_timeout_ms,
             rng: Rng::new(seed),
             sessions: VecMap::new(),
-            by_peer: VecMap::new(),
             next_handle: 1,
             out: Vec::new(),
         }
@@ -181,7 +182,7 @@ impl Peers {
 
     /// Every output to route, in order.
     pub fn take_outputs(&mut self) -> Vec<PeerOutput> {
-        std::mem::take(&mut self.out)
+        core::mem::take(&mut self.out)
     }
 
     fn push(&mut self, o: PeerOutput) {
@@ -204,7 +205,11 @@ impl Peers {
 
     /// The earliest session deadline.
     pub fn poll_timeout(&self) -> Option<Millis> {
-        self.sessions.values().filter_map(|s| s.deadline).min()
+        let mut at = None;
+        for s in self.sessions.values() {
+            at = super::client::earliest(at, s.deadline);
+        }
+        at
     }
 
     /// How many sessions exist (open or not).
@@ -239,11 +244,9 @@ impl Peers {
             return Err(ClientError::invalid("cannot connect to this client's own peer id"));
         }
         if label.len() > MAX_LABEL_BYTES {
-            return Err(ClientError::invalid(
-                ["label longer than ", &decimal(MAX_LABEL_BYTES as u64), " bytes"].concat(),
-            ));
+            return Err(ClientError::invalid(msg::LABEL_TOO_LONG));
         }
-        if let Some(&h) = self.by_peer.get(&peer)
+        if let Some(h) = self.handle_of(&peer)
             && let Some(s) = self.sessions.get_mut(&h)
         {
             match s.phase {
@@ -257,10 +260,7 @@ impl Peers {
             return Ok(());
         }
         if self.sessions.len() >= MAX_SESSIONS {
-            return Err(ClientError::new(
-                Code::Node(ErrorCode::LimitExceeded),
-                ["at most ", &decimal(MAX_SESSIONS as u64), " peer connections at once"].concat(),
-            ));
+            return Err(ClientError::new(Code::Node(ErrorCode::LimitExceeded), msg::TOO_MANY_SESSIONS));
         }
         let handle = self.alloc_handle();
         let id = self.rng.next_nonzero();
@@ -269,10 +269,15 @@ impl Peers {
         s.deadline = Some(now + self.connect_timeout_ms);
         s.making_offer = true;
         self.sessions.insert(handle, s);
-        self.by_peer.insert(peer, handle);
         self.rtc(RtcCommand::Create { handle, initiator: true, label: label.to_owned() });
         self.rtc(RtcCommand::CreateOffer { handle, ice_restart: false });
         Ok(())
+    }
+
+    /// The session with `peer`. A scan rather than a second map: sessions are few, and one map
+    /// type less is less wasm.
+    fn handle_of(&self, peer: &PeerId) -> Option<Handle> {
+        self.sessions.iter().find(|(_, s)| s.peer == *peer).map(|(h, _)| *h)
     }
 
     fn alloc_handle(&mut self) -> Handle {
@@ -310,7 +315,8 @@ impl Peers {
         } else {
             let (peer, id) = (s.peer, s.id);
             self.send(peer, id, PeerMessage::Reject { reason: "rejected".into() }, Some(handle));
-            self.forget(handle);
+            // Still deciding: the shell has no `RTCPeerConnection` for it.
+            self.sessions.remove(&handle);
         }
     }
 
@@ -321,7 +327,7 @@ impl Peers {
         s.remote_applied = true;
         s.answering = true;
         let label = s.label.clone();
-        let held = std::mem::take(&mut s.held_remote);
+        let held = core::mem::take(&mut s.held_remote);
         self.rtc(RtcCommand::Create { handle, initiator: false, label });
         self.rtc(RtcCommand::ApplyOffer { handle, sdp });
         for candidate in held {
@@ -329,25 +335,16 @@ impl Peers {
         }
     }
 
-    /// Removes a session without telling anyone but the shell.
-    fn forget(&mut self, handle: Handle) {
-        if let Some(s) = self.sessions.remove(&handle) {
-            if self.by_peer.get(&s.peer) == Some(&handle) {
-                self.by_peer.remove(&s.peer);
-            }
-            if s.phase != Phase::Deciding {
-                self.rtc(RtcCommand::Close { handle });
-            }
-        }
-    }
-
     /// Ends a session: optionally says bye, fails its waiters with `err`, reports an open one closed.
     pub fn drop_session(&mut self, handle: Handle, bye: bool, err: ClientError) {
-        let Some(s) = self.sessions.get(&handle).cloned() else { return };
+        // Taken out (not cloned: a session clone is a lot of wasm for nothing).
+        let Some(s) = self.sessions.remove(&handle) else { return };
         if bye {
             self.send(s.peer, s.id, PeerMessage::Bye { reason: err.message.clone() }, Some(handle));
         }
-        self.forget(handle);
+        if s.phase != Phase::Deciding {
+            self.rtc(RtcCommand::Close { handle });
+        }
         for op in s.waiters {
             self.emit(Event::OpDone { op, result: Err(err.clone()) });
         }
@@ -358,7 +355,9 @@ impl Peers {
 
     /// Ends every session with `err`; `bye` tells the peers of those past the decision.
     pub fn close_all(&mut self, bye: bool, err: &ClientError) {
-        for h in self.handles() {
+        // Each dropped session leaves the map, so this ends.
+        loop {
+            let Some(&h) = self.sessions.keys().next() else { break };
             let deciding = self.sessions.get(&h).is_some_and(|s| s.phase == Phase::Deciding);
             self.drop_session(h, bye && !deciding, err.clone());
         }
@@ -377,13 +376,10 @@ impl Peers {
 
     /// Ends the sessions whose deadline passed.
     pub fn handle_timeout(&mut self, now: Millis) {
-        let due: Vec<Handle> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.deadline.is_some_and(|d| d <= now))
-            .map(|(h, _)| *h)
-            .collect();
-        for h in due {
+        // Each dropped session leaves the map, so this ends.
+        loop {
+            let due = self.sessions.iter().find(|(_, s)| s.deadline.is_some_and(|d| d <= now));
+            let Some(h) = due.map(|(h, _)| *h) else { break };
             let deciding = self.sessions.get(&h).is_some_and(|s| s.phase == Phase::Deciding);
             let err = ClientError::timeout("the peer connection did not open in time");
             self.drop_session(h, !deciding, err);
@@ -400,7 +396,7 @@ impl Peers {
     }
 
     fn session_of(&self, from: &PeerId, id: u64) -> Option<Handle> {
-        let h = *self.by_peer.get(from)?;
+        let h = self.handle_of(from)?;
         (self.sessions.get(&h)?.id == id).then_some(h)
     }
 
@@ -424,7 +420,7 @@ impl Peers {
                 if s.offer_sent {
                     s.offer_sent = false;
                     s.remote_applied = true;
-                    let held = std::mem::take(&mut s.held_remote);
+                    let held = core::mem::take(&mut s.held_remote);
                     self.rtc(RtcCommand::ApplyAnswer { handle: h, sdp });
                     for candidate in held {
                         self.rtc(RtcCommand::AddCandidate { handle: h, candidate });
@@ -467,7 +463,7 @@ impl Peers {
         now: Millis,
     ) {
         let mut waiters = Vec::new();
-        if let Some(&h) = self.by_peer.get(&from)
+        if let Some(h) = self.handle_of(&from)
             && let Some(s) = self.sessions.get_mut(&h)
         {
             if s.id == id {
@@ -485,7 +481,7 @@ impl Peers {
             }
             // Glare lost, or the peer started over (it lost the old connection): the new offer
             // replaces ours, and whoever waited for ours gets the new connection.
-            waiters = std::mem::take(&mut s.waiters);
+            waiters = core::mem::take(&mut s.waiters);
             self.drop_session(h, false, ClientError::closed("replaced by a new connection from the peer"));
         } else if ice_restart {
             return;
@@ -501,7 +497,6 @@ impl Peers {
         s.deadline = Some(now + self.connect_timeout_ms);
         s.offer = Some(sdp);
         self.sessions.insert(handle, s);
-        self.by_peer.insert(from, handle);
         if wanted {
             self.accept(handle);
         } else {
@@ -534,7 +529,7 @@ impl Peers {
         s.answering = true;
         s.local_sent = false;
         s.remote_applied = true;
-        let held = std::mem::take(&mut s.held_remote);
+        let held = core::mem::take(&mut s.held_remote);
         self.rtc(RtcCommand::ApplyOffer { handle: h, sdp });
         for candidate in held {
             self.rtc(RtcCommand::AddCandidate { handle: h, candidate });
@@ -597,7 +592,7 @@ impl Peers {
         };
         s.local_sent = true;
         let (peer, id) = (s.peer, s.id);
-        let held = std::mem::take(&mut s.held_local);
+        let held = core::mem::take(&mut s.held_local);
         self.send(peer, id, message, Some(handle));
         for c in held {
             self.send(peer, id, PeerMessage::Candidate(c), Some(handle));
@@ -628,7 +623,7 @@ impl Peers {
         }
         s.phase = Phase::Open;
         s.deadline = None;
-        let waiters = std::mem::take(&mut s.waiters);
+        let waiters = core::mem::take(&mut s.waiters);
         let peer = s.peer;
         if waiters.is_empty() {
             self.emit(Event::Incoming { handle, peer });

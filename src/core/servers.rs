@@ -7,6 +7,8 @@
 //! [`MAX_NODE_URL_BYTES`]) and bounded ([`MAX_LEARNED`]): the newest `Welcome`'s URLs go first, the
 //! node in use stays, and the oldest learned ones fall off the end.
 
+use alloc::{borrow::ToOwned, string::String, vec::Vec};
+
 use signal_mesh_proto::message::{MAX_NODE_URL_BYTES, MAX_NODE_URLS};
 
 /// Most learned URLs kept: one `Welcome`'s worth plus the node in use.
@@ -81,6 +83,12 @@ impl ServerList {
 
 #[cfg(test)]
 mod tests {
+    use std::{
+        format,
+        string::{String, ToString},
+        vec::Vec,
+    };
+
     use super::*;
 
     fn list(urls: &[&str]) -> Vec<String> {

@@ -1,5 +1,7 @@
 //! The peer-to-peer signal payload (`peer/v1/peer.proto`) as domain types.
 
+use alloc::string::String;
+
 use bytes::Bytes;
 use prost::Message;
 use signal_mesh_proto::peer_wire as wire;
@@ -118,6 +120,8 @@ impl PeerSignal {
 
 #[cfg(test)]
 mod tests {
+    use std::string::String;
+
     use super::*;
 
     #[test]

@@ -1,6 +1,13 @@
 //! The core under simulated time: a scripted node on one side, scripted WebRTC on the other.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::{
+    format,
+    string::{String, ToString},
+    vec,
+    vec::Vec,
+};
+
 use bytes::Bytes;
 use signal_mesh_proto::auth::{Identity, signed_message, verify};
 use signal_mesh_proto::message::{Authenticate, Challenge, Welcome};
@@ -152,7 +159,7 @@ impl Sim {
 
     fn requests(&mut self) -> Vec<(RequestId, RequestBody)> {
         self.drain();
-        let sent = std::mem::take(&mut self.sent);
+        let sent = core::mem::take(&mut self.sent);
         sent.into_iter()
             .filter_map(|m| match m {
                 ClientMessage::Request { id, body } => Some((id, body)),
@@ -167,7 +174,7 @@ impl Sim {
 
     fn take_events(&mut self) -> Vec<Event> {
         self.drain();
-        std::mem::take(&mut self.events)
+        core::mem::take(&mut self.events)
     }
 
     fn op_result(&mut self, op: OpId) -> Option<Result<OpResult, ClientError>> {
@@ -604,7 +611,7 @@ impl Pair {
                 }
             }
         }
-        for cmd in std::mem::take(&mut x.rtc) {
+        for cmd in core::mem::take(&mut x.rtc) {
             moved = true;
             let now = x.now;
             x.rtc_log.push(cmd.clone());
@@ -970,7 +977,7 @@ fn given_16_simultaneous_connects_then_requests_are_paced_within_the_announced_b
     let ops: Vec<OpId> = peers.iter().map(|p| s.c.connect(*p, "x", s.now).unwrap()).collect();
     s.drain();
     // The fake WebRTC stack makes each offer and 8 candidates at once.
-    for cmd in std::mem::take(&mut s.rtc) {
+    for cmd in core::mem::take(&mut s.rtc) {
         if let RtcCommand::CreateOffer { handle, .. } = cmd {
             s.c.rtc_local_description(handle, SdpKind::Offer, "offer".into(), s.now);
             for i in 0..8 {
@@ -1203,7 +1210,7 @@ fn given_a_polite_offer_still_being_made_when_the_other_offer_arrives_then_it_is
         // The polite side asked the browser for an offer, which has not reported yet...
         polite.c.rtc_negotiation_needed(hp, polite.now);
         polite.drain();
-        let pending = std::mem::take(&mut polite.rtc);
+        let pending = core::mem::take(&mut polite.rtc);
         // ...when the impolite side's offer arrives and is applied (rolling back).
         impolite.c.rtc_negotiation_needed(hi, impolite.now);
         impolite.drain();

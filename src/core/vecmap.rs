@@ -35,7 +35,7 @@ impl<K: PartialEq + Copy, V> VecMap<K, V> {
     /// Sets `k` to `v`, returning the old value.
     pub fn insert(&mut self, k: K, v: V) -> Option<V> {
         match self.position(&k) {
-            Some(i) => Some(std::mem::replace(&mut self.0[i].1, v)),
+            Some(i) => Some(core::mem::replace(&mut self.0[i].1, v)),
             None => {
                 self.0.push((k, v));
                 None
@@ -75,7 +75,7 @@ impl<K: PartialEq + Copy, V> VecMap<K, V> {
 
     /// Removes and returns every entry.
     pub fn take_all(&mut self) -> Vec<(K, V)> {
-        std::mem::take(&mut self.0)
+        core::mem::take(&mut self.0)
     }
 
     /// Number of entries.
@@ -88,3 +88,4 @@ impl<K: PartialEq + Copy, V> VecMap<K, V> {
         self.0.is_empty()
     }
 }
+use alloc::vec::Vec;

@@ -4,6 +4,8 @@
 //! keeps the signature from being valid in any other protocol; the node id binds it to one node;
 //! the nonce is fresh per connection, so a captured signature cannot be replayed.
 
+use alloc::vec::Vec;
+
 use crate::ids::NodeId;
 
 /// Domain separation prefix of the signed challenge.
@@ -82,8 +84,8 @@ mod crypto {
     #[derive(Clone)]
     pub struct Identity(SigningKey);
 
-    impl std::fmt::Debug for Identity {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    impl core::fmt::Debug for Identity {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
             write!(f, "Identity({:?})", self.peer_id())
         }
     }

@@ -3,6 +3,8 @@
 //! Decoding takes [`Bytes`] so that byte fields (signal payloads above all) are slices of the
 //! received frame, not copies: a relayed payload is never copied by the node.
 
+use alloc::string::{String, ToString};
+
 use bytes::Bytes;
 use prost::Message;
 
@@ -94,6 +96,8 @@ pub fn encode_server(msg: ServerMessage) -> Bytes {
 
 /// Hand-written encoders for the hot server frames; field numbers follow `edge.proto`.
 mod fast {
+    use alloc::vec::Vec;
+
     use bytes::Bytes;
     use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 

@@ -1,5 +1,6 @@
 //! Validated identifiers. Each is parsed once at the edge of the system and is valid from then on.
 
+use alloc::string::String;
 use core::fmt;
 use core::str::FromStr;
 

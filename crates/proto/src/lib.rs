@@ -15,8 +15,12 @@
 //! - `mesh_wire` (feature `mesh`): the prost types of the node-to-node protocol
 //!   (`mesh/v1/mesh.proto`), read only by signal nodes.
 //!
-//! No tokio and no web-sys here: this crate builds for `wasm32-unknown-unknown` as well.
+//! No tokio and no web-sys here: this crate builds for `wasm32-unknown-unknown` as well, and
+//! without its default `std` feature it is `no_std` + `alloc` (the browser client builds it so).
+#![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
+
+extern crate alloc;
 
 pub mod auth;
 pub mod codec;

@@ -3,6 +3,9 @@
 //! Parsing checks every field (lengths, required parts), so code that holds a [`ClientMessage`]
 //! or a [`ServerMessage`] never sees an invalid id. Conversions into wire types are infallible.
 
+use alloc::string::String;
+use alloc::vec::Vec;
+
 use bytes::Bytes;
 
 use crate::auth::{NONCE_LEN, SIGNATURE_LEN};

@@ -35,15 +35,15 @@ describe('review fixes of the SignalClient', { timeout: 240_000 }, () => {
         await new Promise((res) => setTimeout(res, 0));
       };
       await cycle(20);
-      const warm = { live: glue.WasmClient.liveEngines(), bytes: wasm.memory.buffer.byteLength };
+      const warm = { live: glue.liveEngines(), bytes: wasm.memory.buffer.byteLength };
       await cycle(200);
-      const end = { live: glue.WasmClient.liveEngines(), bytes: wasm.memory.buffer.byteLength };
+      const end = { live: glue.liveEngines(), bytes: wasm.memory.buffer.byteLength };
       // A call after close() rejects with CLOSED instead of touching the freed engine.
       const c = await T.SM.SignalClient.create({ servers: [url] });
       await c.close();
       let code = null;
       try { await c.join('x'); } catch (e) { code = e.code; }
-      const afterAll = glue.WasmClient.liveEngines();
+      const afterAll = glue.liveEngines();
       return { warm, end, code, afterAll };
     }, node.wsUrl);
     t.diagnostic(`wasm memory after 20 clients ${r.warm.bytes} B, after 200 more ${r.end.bytes} B`);
