@@ -235,8 +235,10 @@ fn run(cli: Cli) -> Result<Vec<Report>, BenchError> {
     match &cli.scenario {
         Scenario::Capacity(o) => reports.push(scenarios::capacity::run(g, o, nofile)?),
         Scenario::Relay(o) => {
-            for &p in &o.pairs {
-                reports.push(scenarios::relay::run(g, o, p)?);
+            for &ack in &o.ack {
+                for &p in &o.pairs {
+                    reports.push(scenarios::relay::run(g, o, p, ack)?);
+                }
             }
         }
         Scenario::Churn(o) => reports.push(scenarios::churn::run(g, o)?),
@@ -247,7 +249,7 @@ fn run(cli: Cli) -> Result<Vec<Report>, BenchError> {
             reports.push(scenarios::capacity::run(g, &cap, nofile)?);
             let relay = scenarios::relay::Opts { duration_secs: *duration_secs, ..Default::default() };
             for &p in pairs {
-                reports.push(scenarios::relay::run(g, &relay, p)?);
+                reports.push(scenarios::relay::run(g, &relay, p, scenarios::relay::Ack::Always)?);
             }
             let churn = scenarios::churn::Opts { duration_secs: *duration_secs, ..Default::default() };
             reports.push(scenarios::churn::run(g, &churn)?);

@@ -349,7 +349,12 @@ async fn ping_pong(
     for (from, to) in [(&mut *a, pb), (&mut *b, pa)] {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !matches!(
-            from.request(RequestBody::Signal { to, payload: payload.clone() }).await?,
+            from.request(RequestBody::Signal {
+                to,
+                payload: payload.clone(),
+                ack: signal_mesh_proto::AckMode::Always
+            })
+            .await?,
             ResponseBody::Ok
         ) {
             if Instant::now() > deadline {
@@ -368,11 +373,19 @@ async fn ping_pong(
     for _ in 0..n {
         let sent = Instant::now();
         // Acknowledgements are not waited for: they are read and skipped below.
-        a.queue_request(RequestBody::Signal { to: pb, payload: payload.clone() });
+        a.queue_request(RequestBody::Signal {
+            to: pb,
+            payload: payload.clone(),
+            ack: signal_mesh_proto::AckMode::Always,
+        });
         a.flush().await?;
         loop {
             if let ServerMessage::Event(Event::Signal { payload, .. }) = b.next().await? {
-                b.queue_request(RequestBody::Signal { to: pa, payload });
+                b.queue_request(RequestBody::Signal {
+                    to: pa,
+                    payload,
+                    ack: signal_mesh_proto::AckMode::Always,
+                });
                 b.flush().await?;
                 break;
             }

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use clap::Args;
 use hdrhistogram::Histogram;
 use serde_json::json;
-use signal_mesh_proto::{ErrorCode, Event, PeerId, RequestBody, ResponseBody, ServerMessage};
+use signal_mesh_proto::{AckMode, ErrorCode, Event, PeerId, RequestBody, ResponseBody, ServerMessage};
 
 use super::{Snapshot, block_on, common, connect_many, cpu_rows, identity, now_ns};
 use crate::client::Client;
@@ -48,6 +48,38 @@ pub struct Opts {
     /// Handshakes in flight at once during setup.
     #[arg(long, default_value_t = 128)]
     pub concurrency: usize,
+    /// Acknowledgement modes to run, each against a fresh node: `always` (an `Ack` per signal,
+    /// as clients before `AckMode` did) and/or `failures-only` (`SendSignal.ack`; no response on
+    /// delivery, so one frame out of the node per signal instead of two).
+    #[arg(long, value_delimiter = ',', default_value = "always")]
+    pub ack: Vec<Ack>,
+}
+
+/// `--ack`: which responses the generator's signals ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Ack {
+    /// `AckMode::Always`.
+    Always,
+    /// `AckMode::FailuresOnly`.
+    FailuresOnly,
+}
+
+impl Ack {
+    /// The protocol's mode.
+    pub fn mode(self) -> AckMode {
+        match self {
+            Ack::Always => AckMode::Always,
+            Ack::FailuresOnly => AckMode::FailuresOnly,
+        }
+    }
+
+    /// For titles and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Ack::Always => "always",
+            Ack::FailuresOnly => "failures-only",
+        }
+    }
 }
 
 impl Default for Opts {
@@ -60,6 +92,7 @@ impl Default for Opts {
             warmup_secs: 1,
             drain_secs: 5,
             concurrency: 128,
+            ack: vec![Ack::Always],
         }
     }
 }
@@ -101,11 +134,16 @@ async fn run_a(
     stop_sending: Instant,
     stats: Rc<RefCell<Stats>>,
 ) -> Result<(), BenchError> {
+    let ack = o.ack.first().copied().unwrap_or(Ack::Always).mode();
     let mut seq = 0u64;
     let mut expected = 0u64;
     let mut outstanding = 0u64;
     for _ in 0..o.in_flight {
-        c.queue_request(RequestBody::Signal { to: partner, payload: signal_payload(o.payload_bytes, seq) });
+        c.queue_request(RequestBody::Signal {
+            to: partner,
+            payload: signal_payload(o.payload_bytes, seq),
+            ack,
+        });
         seq += 1;
         outstanding += 1;
     }
@@ -131,6 +169,7 @@ async fn run_a(
                     c.queue_request(RequestBody::Signal {
                         to: partner,
                         payload: signal_payload(o.payload_bytes, seq),
+                        ack,
                     });
                     seq += 1;
                     outstanding += 1;
@@ -153,12 +192,12 @@ async fn run_a(
     Ok(())
 }
 
-async fn run_b(mut c: Client, stats: Rc<RefCell<Stats>>) -> Result<(), BenchError> {
+async fn run_b(mut c: Client, ack: AckMode, stats: Rc<RefCell<Stats>>) -> Result<(), BenchError> {
     loop {
         match c.next().await? {
             ServerMessage::Event(Event::Signal { from, payload }) => {
                 // Echo the very bytes back: no copy.
-                c.queue_request(RequestBody::Signal { to: from, payload });
+                c.queue_request(RequestBody::Signal { to: from, payload, ack });
                 let mut s = stats.borrow_mut();
                 s.b_events += 1;
                 s.b_echo_sent += 1;
@@ -174,19 +213,21 @@ async fn run_b(mut c: Client, stats: Rc<RefCell<Stats>>) -> Result<(), BenchErro
     }
 }
 
-/// Runs the scenario with `pairs` pairs against a fresh node.
-pub fn run(g: &Global, o: &Opts, pairs: u64) -> Result<Report, BenchError> {
+/// Runs the scenario with `pairs` pairs in acknowledgement mode `ack` against a fresh node.
+pub fn run(g: &Global, o: &Opts, pairs: u64, ack: Ack) -> Result<Report, BenchError> {
     if o.payload_bytes < 16 {
         return Err(BenchError::Usage("--payload-bytes must be at least 16".into()));
     }
     let mut t = targets(g, pairs * 2)?;
     let mut r = Report::new(format!(
-        "relay P={} ({} B, {} in flight, {} s)",
+        "relay P={} ({} B, {} in flight, {} s, acks {})",
         fmt_count(pairs),
         o.payload_bytes,
         o.in_flight,
-        o.duration_secs
+        o.duration_secs,
+        ack.name()
     ));
+    r.json["ack"] = json!(ack.name());
     common(&mut r, g, &t);
     let stats = Rc::new(RefCell::new(Stats {
         sent: 0,
@@ -198,7 +239,8 @@ pub fn run(g: &Global, o: &Opts, pairs: u64) -> Result<Report, BenchError> {
         rtt: report::new_histogram(),
         a_done: 0,
     }));
-    let o2 = o.clone();
+    // run_a reads the mode from the first entry.
+    let o2 = Opts { ack: vec![ack], ..o.clone() };
     let outcome = block_on(async {
         // B (the echoers) first, so every A's partner exists; B_i is on the node after A_i's.
         let timeout = Duration::from_secs(120);
@@ -232,7 +274,7 @@ pub fn run(g: &Global, o: &Opts, pairs: u64) -> Result<Report, BenchError> {
         let record_from_ns = now_ns() + o2.warmup_secs * 1_000_000_000;
         let mut b_tasks = Vec::new();
         for c in b.clients.into_iter().flatten() {
-            b_tasks.push(tokio::task::spawn_local(run_b(c, stats.clone())));
+            b_tasks.push(tokio::task::spawn_local(run_b(c, ack.mode(), stats.clone())));
         }
         let mut a_tasks = Vec::new();
         let mut pairs_running = 0u64;
