@@ -20,7 +20,7 @@ use signal_mesh_proto::{Event, PeerId, RequestBody, ResponseBody, ServerMessage,
 use super::{block_on, connect_many, identity, topic};
 use crate::client::{Client, expect_ok};
 use crate::error::BenchError;
-use crate::node::{NodeProcess, NodeSpec};
+use crate::node::{MeshBoot, NodeProcess, NodeSpec};
 use crate::report::{self, Report, fmt_quantiles};
 use crate::{Global, Targets};
 
@@ -55,10 +55,6 @@ impl Default for Opts {
     }
 }
 
-fn free_port() -> Result<u16, BenchError> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -84,31 +80,11 @@ pub fn run(g: &Global, o: &Opts) -> Result<Report, BenchError> {
         return Err(BenchError::Usage("--nodes must be at least 3".into()));
     }
     let binary = g.node_bin.clone().unwrap_or_else(crate::node::default_binary);
-    let dir = PathBuf::from("target/bench-mesh");
-    std::fs::create_dir_all(&dir)?;
-    let key = dir.join("node1.key");
-    let _ = std::fs::remove_file(&key);
-    let out = std::process::Command::new(&binary).arg("id").arg("--key-file").arg(&key).output()?;
-    let line = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let id = line.split_whitespace().last().unwrap_or_default().to_owned();
-    if !out.status.success() || id.is_empty() {
-        return Err(BenchError::Process(format!("`{} id` failed: {line}", binary.display())));
-    }
-    let p2p = free_port()?;
-    let boot = format!("/ip4/127.0.0.1/tcp/{p2p}/p2p/{id}");
-    let mut nodes = vec![start_node(
-        g,
-        o,
-        1,
-        vec![
-            "--key-file".into(),
-            key.display().to_string(),
-            "--p2p-listen".into(),
-            format!("/ip4/127.0.0.1/tcp/{p2p}"),
-        ],
-    )?];
+    let mesh = MeshBoot::new(&binary, &PathBuf::from("target/bench-mesh"))?;
+    let boot = mesh.boot.clone();
+    let mut nodes = vec![start_node(g, o, 1, mesh.args(0))?];
     for i in 2..o.nodes {
-        nodes.push(start_node(g, o, i, vec!["--bootstrap".into(), boot.clone()])?);
+        nodes.push(start_node(g, o, i, mesh.args(i))?);
     }
     let mut r = Report::new(format!("mesh: {} node processes, {} peers preloaded", o.nodes, o.preload));
     r.json["nodes"] = json!(o.nodes);

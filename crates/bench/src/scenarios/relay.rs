@@ -19,7 +19,7 @@ use super::{Snapshot, block_on, common, connect_many, cpu_rows, identity, now_ns
 use crate::client::Client;
 use crate::error::BenchError;
 use crate::report::{self, Report, fmt_count};
-use crate::{Global, targets};
+use crate::{Global, mesh_targets, targets};
 
 /// Target from the issue: node CPU per relayed signal.
 const TARGET_CPU_US_PER_SIGNAL: f64 = 3.0;
@@ -53,7 +53,20 @@ pub struct Opts {
     /// delivery, so one frame out of the node per signal instead of two).
     #[arg(long, value_delimiter = ',', default_value = "always")]
     pub ack: Vec<Ack>,
+    /// Cross-node relay: after each single-node run, the same run against a mesh of two node
+    /// processes (real libp2p on 127.0.0.1, both pinned to --node-core) with the two ends of
+    /// every pair on different nodes; node CPU is the two nodes' sum, compared with the
+    /// single-node figure of the same invocation.
+    #[arg(long)]
+    pub cross_node: bool,
+    /// With --cross-node: join the two nodes over QUIC instead of TCP + Yamux (Yamux 0.13 can
+    /// deadlock when both nodes push signals at each other: see BENCHMARKS.md, issue 11).
+    #[arg(long)]
+    pub quic: bool,
 }
+
+/// Target from issue 11: node CPU per signal of the two nodes together, against one node.
+const TARGET_CROSS_NODE_RATIO: f64 = 2.0;
 
 /// `--ack`: which responses the generator's signals ask for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -93,6 +106,8 @@ impl Default for Opts {
             drain_secs: 5,
             concurrency: 128,
             ack: vec![Ack::Always],
+            cross_node: false,
+            quic: false,
         }
     }
 }
@@ -104,6 +119,7 @@ struct Stats {
     b_events: u64,
     b_echo_sent: u64,
     out_of_order: u64,
+    duplicated: u64,
     errors: BTreeMap<String, u64>,
     rtt: Histogram<u64>,
     a_done: u64,
@@ -158,7 +174,9 @@ async fn run_a(
                 outstanding -= 1;
                 let mut s = stats.borrow_mut();
                 s.echoed += 1;
-                if sq != expected {
+                if sq < expected {
+                    s.duplicated += 1;
+                } else if sq != expected {
                     s.out_of_order += 1;
                 }
                 expected = sq + 1;
@@ -213,14 +231,82 @@ async fn run_b(mut c: Client, ack: AckMode, stats: Rc<RefCell<Stats>>) -> Result
     }
 }
 
-/// Runs the scenario with `pairs` pairs in acknowledgement mode `ack` against a fresh node.
-pub fn run(g: &Global, o: &Opts, pairs: u64, ack: Ack) -> Result<Report, BenchError> {
+/// Runs the scenario with `pairs` pairs in acknowledgement mode `ack` against a fresh node (the
+/// --url nodes, if given), then, with `--cross-node`, against a fresh two-node mesh.
+pub fn run(g: &Global, o: &Opts, pairs: u64, ack: Ack) -> Result<Vec<Report>, BenchError> {
     if o.payload_bytes < 16 {
         return Err(BenchError::Usage("--payload-bytes must be at least 16".into()));
     }
-    let mut t = targets(g, pairs * 2)?;
+    let single = measure(g, o, pairs, ack, targets(g, pairs * 2)?, "")?;
+    if !o.cross_node {
+        return Ok(vec![single]);
+    }
+    let variant = if o.quic { ", cross-node: 2 nodes, QUIC" } else { ", cross-node: 2 nodes, TCP" };
+    let mut cross = measure(g, o, pairs, ack, mesh_targets(g, pairs * 2, 2, o.quic)?, variant)?;
+    let one = single.json["node_cpu_us_per_signal"].as_f64();
+    let two = cross.json["node_cpu_us_per_signal"].as_f64();
+    if let (Some(one), Some(two)) = (one, two) {
+        let ratio = two / one.max(1e-9);
+        cross.row("single-node CPU per relayed signal (same invocation)", format!("{one:.2} µs"));
+        cross.target(
+            "cross-node / single-node CPU per signal",
+            format!("{ratio:.2}×"),
+            "<= 2×",
+            ratio <= TARGET_CROSS_NODE_RATIO,
+        );
+        cross.json["single_node_cpu_us_per_signal"] = json!(one);
+        cross.json["cross_node_ratio"] = json!(ratio);
+    }
+    Ok(vec![single, cross])
+}
+
+/// Waits until every node knows the peers of every other node: a sentinel client connects last
+/// to each node, and a probe on every other node signals it until it is found (presence deltas
+/// of one node are applied in order, so the others' peers are known by then).
+async fn await_presence(t: &crate::Targets) -> Result<(), BenchError> {
+    let n = t.urls.len() as u64;
+    if n < 2 {
+        return Ok(());
+    }
+    let mut sentinels = Vec::new();
+    for j in 0..n {
+        sentinels.push(Client::connect(t.url(j), None, &identity(b'R', b'S', j), 0x5e57 + j).await?);
+    }
+    for k in 0..n {
+        let mut probe = Client::connect(t.url(k), None, &identity(b'R', b'P', k), 0x960b + k).await?;
+        for j in (0..n).filter(|j| *j != k) {
+            let to = identity(b'R', b'S', j).peer_id();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let body =
+                    RequestBody::Signal { to, payload: Bytes::from_static(b"probe"), ack: AckMode::Always };
+                if probe.request(body).await? == ResponseBody::Ok {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(BenchError::Timeout("presence of the other node's clients"));
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        probe.close().await;
+    }
+    for s in sentinels {
+        s.close().await;
+    }
+    Ok(())
+}
+
+fn measure(
+    g: &Global,
+    o: &Opts,
+    pairs: u64,
+    ack: Ack,
+    mut t: crate::Targets,
+    variant: &str,
+) -> Result<Report, BenchError> {
     let mut r = Report::new(format!(
-        "relay P={} ({} B, {} in flight, {} s, acks {})",
+        "relay P={} ({} B, {} in flight, {} s, acks {}{variant})",
         fmt_count(pairs),
         o.payload_bytes,
         o.in_flight,
@@ -235,6 +321,7 @@ pub fn run(g: &Global, o: &Opts, pairs: u64, ack: Ack) -> Result<Report, BenchEr
         b_events: 0,
         b_echo_sent: 0,
         out_of_order: 0,
+        duplicated: 0,
         errors: BTreeMap::new(),
         rtt: report::new_histogram(),
         a_done: 0,
@@ -266,6 +353,9 @@ pub fn run(g: &Global, o: &Opts, pairs: u64, ack: Ack) -> Result<Report, BenchEr
         .await;
         let mut errors = b.errors.clone();
         errors.extend(a.errors.iter().cloned());
+        if let Err(e) = await_presence(&t).await {
+            errors.push(e.to_string());
+        }
         let setup = b.elapsed + a.elapsed;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let start = Snapshot::take(&t);
@@ -325,7 +415,10 @@ pub fn run(g: &Global, o: &Opts, pairs: u64, ack: Ack) -> Result<Report, BenchEr
     r.row("round trips", format!("{:.0} /s", s.echoed as f64 / secs));
     r.row("RTT p50 / p99 / p999", report::fmt_quantiles(&s.rtt));
     r.target("lost (sent - echoed)", fmt_count(lost), "0", lost == 0 && s.errors.is_empty());
-    r.row("out-of-order echoes", fmt_count(s.out_of_order));
+    r.row(
+        "out-of-order / duplicated echoes",
+        format!("{} / {}", fmt_count(s.out_of_order), fmt_count(s.duplicated)),
+    );
     let cpu = super::node_cpu_us(&start, &end);
     if let Some(cpu) = cpu {
         let per = cpu as f64 / relayed.max(1) as f64;
@@ -360,6 +453,7 @@ pub fn run(g: &Global, o: &Opts, pairs: u64, ack: Ack) -> Result<Report, BenchEr
     r.json["relayed"] = json!(relayed);
     r.json["lost"] = json!(lost);
     r.json["out_of_order"] = json!(s.out_of_order);
+    r.json["duplicated"] = json!(s.duplicated);
     r.json["errors"] = json!(s.errors);
     r.json["throughput_signals_per_s"] = json!(relayed as f64 / secs);
     r.json["rtt"] = report::quantiles_us(&s.rtt);
