@@ -4,8 +4,8 @@ use alloc::{borrow::ToOwned, string::String, vec::Vec};
 
 use bytes::Bytes;
 use signal_mesh_proto::{
-    ClientMessage, ErrorCode, Event as NodeEvent, Limits, PROTOCOL_VERSION, PeerId, RequestBody, RequestId,
-    ResponseBody, ServerMessage, TopicId,
+    AckMode, ClientMessage, ErrorCode, Event as NodeEvent, Limits, PROTOCOL_VERSION, PeerId, RequestBody,
+    RequestId, ResponseBody, ServerMessage, TopicId,
     message::{Authenticate, Challenge},
 };
 
@@ -14,7 +14,7 @@ use super::error::{ClientError, Code, cat, hex, msg};
 use super::pacer::Pacer;
 use super::peers::{Handle, PeerOutput, Peers, SdpKind};
 use super::servers::ServerList;
-use super::signal::{Candidate, PeerSignal};
+use super::signal::{Candidate, PeerMessage, PeerSignal};
 use super::vecmap::VecMap;
 use super::{Millis, OpId};
 
@@ -49,6 +49,9 @@ const MAX_SERVER_FRAME: usize = 1 << 20;
 pub const MAX_QUEUED: usize = 1024;
 /// Most requests sent and not yet answered; more wait in the queue.
 pub const MAX_IN_FLIGHT: usize = 64;
+/// Most failure-only signals remembered (to route a failure to its session); the oldest is
+/// forgotten first.
+const MAX_QUIET: usize = 256;
 /// The longest lookup the client pages through for one call.
 pub const MAX_LOOKUP: u32 = 10_000;
 
@@ -318,6 +321,9 @@ pub struct Client {
     next_request: RequestId,
     next_op: OpId,
     in_flight: VecMap<RequestId, Pending>,
+    /// Signals sent with `AckMode::FailuresOnly` (no response on delivery): the session a failure
+    /// goes to and when to forget them. They take no in-flight slot.
+    quiet: VecMap<RequestId, (Option<Handle>, Millis)>,
     /// Requests waiting, oldest first. A `Vec` rather than a `VecDeque`: one container type less
     /// in the wasm, and each operation on it is a batch (see [`Client::flush`]).
     queued: Vec<Pending>,
@@ -352,6 +358,7 @@ impl Client {
             next_request: 1,
             next_op: 1,
             in_flight: VecMap::new(),
+            quiet: VecMap::new(),
             queued: Vec::new(),
             topics: VecMap::new(),
             peers,
@@ -442,7 +449,12 @@ impl Client {
         for o in self.peers.take_outputs() {
             match o {
                 PeerOutput::Signal { to, signal, handle } => {
-                    let body = RequestBody::Signal { to, payload: signal.encode() };
+                    // Trickled candidates need no acknowledgement: only a failure is answered.
+                    let ack = match signal.message {
+                        PeerMessage::Candidate(_) => AckMode::FailuresOnly,
+                        _ => AckMode::Always,
+                    };
+                    let body = RequestBody::Signal { to, payload: signal.encode(), ack };
                     // Fails only when closed or the queue is full; the session deadline covers both.
                     let _ = self.request(body, Purpose::Signal { handle }, now);
                 }
@@ -515,6 +527,7 @@ impl Client {
     }
 
     fn expire_requests(&mut self, now: Millis) {
+        self.quiet.retain(|_, (_, deadline)| *deadline > now);
         // Loops, not iterator chains: less wasm, and the lists are short.
         let mut dead = Vec::new();
         loop {
@@ -592,6 +605,8 @@ impl Client {
                 .collect();
             back.append(&mut self.queued);
             self.queued = back;
+            // Failure-only signals are not sent again: whether they arrived is unknown.
+            self.quiet.take_all();
             self.set_state(ClientState::Offline);
         } else {
             self.failures = self.failures.saturating_add(1);
@@ -744,11 +759,33 @@ impl Client {
             let id = self.next_request;
             self.next_request += 1;
             self.send(conn, ClientMessage::Request { id, body: p.body.clone() });
-            self.in_flight.insert(id, p);
+            match (&p.body, &p.purpose) {
+                (RequestBody::Signal { ack: AckMode::FailuresOnly, .. }, Purpose::Signal { handle }) => {
+                    let oldest = self.quiet.keys().next().copied();
+                    if self.quiet.len() >= MAX_QUIET
+                        && let Some(oldest) = oldest
+                    {
+                        self.quiet.remove(&oldest);
+                    }
+                    self.quiet.insert(id, (*handle, p.deadline));
+                }
+                _ => {
+                    self.in_flight.insert(id, p);
+                }
+            }
         }
     }
 
     fn on_response(&mut self, id: RequestId, body: ResponseBody, now: Millis) {
+        // A failure-only signal is answered only when it failed (a node that predates
+        // `AckMode` answers it with `Ok`, which is ignored).
+        if let Some((handle, _)) = self.quiet.remove(&id) {
+            if let (ResponseBody::Error { code, message }, Some(h)) = (body, handle) {
+                self.peers.signal_failed(h, ClientError::new(Code::Node(code), message));
+                self.route(now);
+            }
+            return;
+        }
         // A reply to nothing we wait for (duplicate, or late after a timeout) is ignored.
         let Some(p) = self.in_flight.remove(&id) else { return };
         match body {

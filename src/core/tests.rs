@@ -604,7 +604,7 @@ impl Pair {
         }
         for (id, body) in x.requests() {
             moved = true;
-            if let RequestBody::Signal { to, payload } = body {
+            if let RequestBody::Signal { to, payload, .. } = body {
                 x.respond(id, ResponseBody::Ok);
                 if to == y.peer() {
                     y.node_says(ServerMessage::Event(NodeEvent::Signal { from: x.peer(), payload }));
@@ -938,7 +938,7 @@ fn given_too_many_sessions_then_further_offers_are_rejected() {
     };
     s.node_says(ServerMessage::Event(NodeEvent::Signal { from: late, payload: offer.encode() }));
     let reqs = s.requests();
-    let RequestBody::Signal { to, payload } = &reqs[0].1 else { panic!("{reqs:?}") };
+    let RequestBody::Signal { to, payload, .. } = &reqs[0].1 else { panic!("{reqs:?}") };
     assert_eq!(*to, late);
     assert!(matches!(PeerSignal::decode(payload.clone()).unwrap().message, PeerMessage::Reject { .. }));
     assert_eq!(s.c.connect(late, "x", s.now).unwrap_err().code, Code::Node(ErrorCode::LimitExceeded));
@@ -996,7 +996,7 @@ fn given_16_simultaneous_connects_then_requests_are_paced_within_the_announced_b
         most_in_flight = most_in_flight.max(reqs.len());
         for (_, body) in &reqs {
             assert!(node.take(s.now), "the node's bucket ran dry at {} after {total} requests", s.now);
-            let RequestBody::Signal { to, payload } = body else { panic!("{body:?}") };
+            let RequestBody::Signal { to, payload, .. } = body else { panic!("{body:?}") };
             let i = peers.iter().position(|p| p == to).unwrap();
             per_peer[i].push(PeerSignal::decode(payload.clone()).unwrap().message);
             total += 1;
@@ -1296,4 +1296,60 @@ fn given_many_renegotiations_from_both_sides_then_every_one_completes() {
         + count(&p.b, |c| matches!(c, RtcCommand::ApplyAnswer { .. }));
     let offers = offers_applied(&p.a).len() + offers_applied(&p.b).len();
     assert_eq!(answers, offers, "every applied offer was answered and the answer applied");
+}
+
+#[test]
+fn given_trickled_candidates_then_they_ask_for_failures_only_and_a_failure_still_reaches_the_session() {
+    let mut s = Sim::new(42, &SERVERS[..1]);
+    s.authenticate(Limits::default());
+    let peer = Identity::from_seed([77; 32]).peer_id();
+    s.c.connect(peer, "x", s.now).unwrap();
+    s.drain();
+    let Some(handle) = std::mem::take(&mut s.rtc).into_iter().find_map(|c| match c {
+        RtcCommand::CreateOffer { handle, .. } => Some(handle),
+        _ => None,
+    }) else {
+        panic!("no offer made")
+    };
+    s.c.rtc_local_description(handle, SdpKind::Offer, "offer".into(), s.now);
+    for i in 0..3 {
+        let c = Candidate { candidate: format!("c{i}"), ..Default::default() };
+        s.c.rtc_local_candidate(handle, c, s.now);
+    }
+    s.drain();
+    let reqs = s.requests();
+    let acks: Vec<signal_mesh_proto::AckMode> = reqs
+        .iter()
+        .map(|(_, body)| match body {
+            RequestBody::Signal { ack, .. } => *ack,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    use signal_mesh_proto::AckMode::{Always, FailuresOnly};
+    assert_eq!(acks, vec![Always, FailuresOnly, FailuresOnly, FailuresOnly]);
+    // An old node acknowledges them anyway: ignored. Nothing times out for the silent ones.
+    s.respond(reqs[0].0, ResponseBody::Ok);
+    s.respond(reqs[1].0, ResponseBody::Ok);
+    s.advance(60_000);
+    assert!(s.take_events().iter().all(|e| !matches!(e, Event::Error(_))));
+    // A failure of one candidate still reaches its session, by request id.
+    let mut s2 = Sim::new(43, &SERVERS[..1]);
+    s2.authenticate(Limits::default());
+    s2.c.connect(peer, "x", s2.now).unwrap();
+    s2.drain();
+    let handle = std::mem::take(&mut s2.rtc)
+        .into_iter()
+        .find_map(|c| match c {
+            RtcCommand::CreateOffer { handle, .. } => Some(handle),
+            _ => None,
+        })
+        .unwrap();
+    s2.c.rtc_local_description(handle, SdpKind::Offer, "offer".into(), s2.now);
+    s2.c.rtc_local_candidate(handle, Candidate { candidate: "c".into(), ..Default::default() }, s2.now);
+    s2.drain();
+    let reqs = s2.requests();
+    assert_eq!(s2.c.peer_handles().len(), 1);
+    let gone = ResponseBody::Error { code: ErrorCode::PeerNotFound, message: "gone".into() };
+    s2.respond(reqs[1].0, gone);
+    assert!(s2.c.peer_handles().is_empty(), "PEER_NOT_FOUND for a candidate ends the session");
 }

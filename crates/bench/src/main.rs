@@ -229,6 +229,46 @@ pub fn targets(g: &Global, max_connections: u64) -> Result<Targets, BenchError> 
     })
 }
 
+/// Starts `nodes` node processes joined as a mesh over libp2p on 127.0.0.1 (each pinned to
+/// `--node-core`, so together they get one core), waits until each is serving, and targets them
+/// all: client `i` goes to node `i % nodes`, and CPU and memory are their sums.
+pub fn mesh_targets(
+    g: &Global,
+    max_connections: u64,
+    nodes: usize,
+    quic: bool,
+) -> Result<Targets, BenchError> {
+    if !g.urls.is_empty() {
+        return Err(BenchError::Usage("a scenario that starts a mesh does not take --url".into()));
+    }
+    let binary = g.node_bin.clone().unwrap_or_else(node::default_binary);
+    let boot = node::MeshBoot::with_transport(&binary, &PathBuf::from("target/bench-relay-mesh"), quic)?;
+    let sources = (1..=g.source_ips.max(1)).map(|x| std::net::IpAddr::from([127, 0, 0, x])).collect();
+    let mut t = Targets { urls: Vec::new(), pids: Vec::new(), started: Vec::new(), command: None, sources };
+    if g.source_ips <= 1 {
+        t.sources.clear();
+    }
+    for i in 0..nodes {
+        let mut extra = boot.args(i);
+        extra.extend(g.node_args.iter().cloned());
+        let spec = NodeSpec {
+            binary: binary.clone(),
+            core: (!g.no_pin).then_some(g.node_core),
+            extra_args: extra,
+            log: g.node_log.with_file_name(format!("bench-relay-mesh-node{}.log", i + 1)),
+        };
+        let n = NodeProcess::start(&spec, max_connections + 100)?;
+        if let Ok(mut pids) = STARTED_NODES.lock() {
+            pids.push(n.pid);
+        }
+        t.urls.push(n.url.clone());
+        t.pids.push(n.pid);
+        t.command.get_or_insert_with(|| n.command.clone());
+        t.started.push(n);
+    }
+    Ok(t)
+}
+
 fn watchdog(limit: Duration) {
     std::thread::spawn(move || {
         std::thread::sleep(limit);
@@ -256,8 +296,10 @@ fn run(cli: Cli) -> Result<Vec<Report>, BenchError> {
     match &cli.scenario {
         Scenario::Capacity(o) => reports.push(scenarios::capacity::run(g, o, nofile)?),
         Scenario::Relay(o) => {
-            for &p in &o.pairs {
-                reports.push(scenarios::relay::run(g, o, p)?);
+            for &ack in &o.ack {
+                for &p in &o.pairs {
+                    reports.extend(scenarios::relay::run(g, o, p, ack)?);
+                }
             }
         }
         Scenario::Churn(o) => reports.push(scenarios::churn::run(g, o)?),
@@ -268,7 +310,7 @@ fn run(cli: Cli) -> Result<Vec<Report>, BenchError> {
             reports.push(scenarios::capacity::run(g, &cap, nofile)?);
             let relay = scenarios::relay::Opts { duration_secs: *duration_secs, ..Default::default() };
             for &p in pairs {
-                reports.push(scenarios::relay::run(g, &relay, p)?);
+                reports.extend(scenarios::relay::run(g, &relay, p, scenarios::relay::Ack::Always)?);
             }
             let churn = scenarios::churn::Opts { duration_secs: *duration_secs, ..Default::default() };
             reports.push(scenarios::churn::run(g, &churn)?);

@@ -283,3 +283,59 @@ pub fn default_binary() -> PathBuf {
     }
     Path::new("target/release/signal-mesh-node").to_path_buf()
 }
+
+/// A free TCP port on 127.0.0.1 (for a node's libp2p listener, which must be known in advance).
+pub fn free_port() -> Result<u16, BenchError> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// How the nodes of a mesh find each other: the first node gets a fresh key and a known libp2p
+/// address, every other node bootstraps from it (all on 127.0.0.1).
+#[derive(Clone, Debug)]
+pub struct MeshBoot {
+    /// Extra flags of the first node (`--key-file`, `--p2p-listen`).
+    pub first_args: Vec<String>,
+    /// The first node's multiaddr, for the others' `--bootstrap`.
+    pub boot: String,
+}
+
+impl MeshBoot {
+    /// Creates the first node's key under `dir` with `binary id` and picks its port (TCP).
+    pub fn new(binary: &Path, dir: &Path) -> Result<MeshBoot, BenchError> {
+        MeshBoot::with_transport(binary, dir, false)
+    }
+
+    /// [`MeshBoot::new`], the first node listening (and the others joining) over QUIC instead of
+    /// TCP + Yamux when `quic`.
+    pub fn with_transport(binary: &Path, dir: &Path, quic: bool) -> Result<MeshBoot, BenchError> {
+        std::fs::create_dir_all(dir)?;
+        let key = dir.join("node1.key");
+        let _ = std::fs::remove_file(&key);
+        let out = Command::new(binary).arg("id").arg("--key-file").arg(&key).output()?;
+        let line = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let id = line.split_whitespace().last().unwrap_or_default().to_owned();
+        if !out.status.success() || id.is_empty() {
+            return Err(BenchError::Process(format!("`{} id` failed: {line}", binary.display())));
+        }
+        let (port, transport) = if quic {
+            (std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port(), "udp")
+        } else {
+            (free_port()?, "tcp")
+        };
+        let suffix = if quic { "/quic-v1" } else { "" };
+        Ok(MeshBoot {
+            first_args: vec![
+                "--key-file".into(),
+                key.display().to_string(),
+                "--p2p-listen".into(),
+                format!("/ip4/127.0.0.1/{transport}/{port}{suffix}"),
+            ],
+            boot: format!("/ip4/127.0.0.1/{transport}/{port}{suffix}/p2p/{id}"),
+        })
+    }
+
+    /// The mesh flags of node `i` (0 is the first).
+    pub fn args(&self, i: usize) -> Vec<String> {
+        if i == 0 { self.first_args.clone() } else { vec!["--bootstrap".into(), self.boot.clone()] }
+    }
+}

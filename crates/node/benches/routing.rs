@@ -38,7 +38,11 @@ fn authenticated_session(id: &Identity, now: Instant) -> Session {
 fn signal_frame(to: PeerId, id: u64) -> Bytes {
     encode_client(ClientMessage::Request {
         id,
-        body: RequestBody::Signal { to, payload: Bytes::from(vec![0x5a; PAYLOAD]) },
+        body: RequestBody::Signal {
+            to,
+            payload: Bytes::from(vec![0x5a; PAYLOAD]),
+            ack: signal_mesh_proto::AckMode::Always,
+        },
     })
 }
 

@@ -32,7 +32,7 @@ use std::ops::Bound;
 
 use bytes::Bytes;
 use signal_mesh_proto::{
-    ErrorCode, Event, PeerId, RequestId, ResponseBody, ServerMessage, TopicId, encode_server,
+    AckMode, ErrorCode, Event, PeerId, RequestId, ResponseBody, ServerMessage, TopicId, encode_server,
 };
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
@@ -377,9 +377,14 @@ impl Directory {
             Op::Join { topic, announce } => self.join(peer, topic, announce),
             Op::Leave { topic } => self.leave(peer, topic),
             Op::Lookup { topic, limit, cursor } => self.lookup(topic, limit.get(), cursor),
-            Op::Signal { to, payload } => match self.signal(peer, to, payload, id) {
+            Op::Signal { to, payload, ack } => match self.signal(peer, to, payload, id, ack) {
+                // Delivered, and the sender asked to hear about failures only.
+                Some(ResponseBody::Ok) if !ack.acks_success() => {
+                    self.run_evictions();
+                    return;
+                }
                 Some(body) => body,
-                // Forwarded: the link task answers.
+                // Forwarded: the link task answers (failures only, if so asked).
                 None => {
                     self.run_evictions();
                     return;
@@ -581,7 +586,14 @@ impl Directory {
 
     /// Delivers a signal to a local peer, or hands it to the node the peer is on (`None`: the
     /// link task answers).
-    fn signal(&mut self, from: PeerId, to: PeerId, payload: Bytes, id: RequestId) -> Option<ResponseBody> {
+    fn signal(
+        &mut self,
+        from: PeerId,
+        to: PeerId,
+        payload: Bytes,
+        id: RequestId,
+        ack: AckMode,
+    ) -> Option<ResponseBody> {
         let bytes = payload.len();
         if self.peers.contains_key(&to) {
             let frame = encode_server(ServerMessage::Event(Event::Signal { from, payload }));
@@ -597,7 +609,7 @@ impl Directory {
         }
         let Some(node) = self.replica.route(&to) else { return Some(not_found(to)) };
         let Some(queue) = self.peers.get(&from).map(|e| e.queue.replier()) else { return Some(internal()) };
-        let fwd = Forward { from, to, payload, reply: ReplyTo { queue, id } };
+        let fwd = Forward { from, to, payload, reply: ReplyTo { queue, id, ack } };
         match self.forwarder.forward(node, fwd) {
             Ok(()) => {
                 self.counters.signals_forwarded += 1;
@@ -1029,7 +1041,12 @@ mod tests {
         let mut a = connect(&mut d, peer(1), 1, 64);
         let slow = connect(&mut d, peer(2), 2, 4);
         for id in 1..5 {
-            d.request(peer(1), 1, id, Op::Signal { to: peer(2), payload: Bytes::from_static(b"x") });
+            d.request(
+                peer(1),
+                1,
+                id,
+                Op::Signal { to: peer(2), payload: Bytes::from_static(b"x"), ack: AckMode::Always },
+            );
         }
         // Half of the four-frame queue is for signals.
         let codes: Vec<_> = a
@@ -1060,7 +1077,12 @@ mod tests {
         assert_eq!(slow.rx.close_reason().map(|c| c.code), Some(ErrorCode::SlowConsumer));
         let frames = a.frames();
         assert!(frames.contains(&ServerMessage::Event(Event::PeerLeft { topic: topic(), peer: peer(2) })));
-        d.request(peer(1), 1, 9, Op::Signal { to: peer(2), payload: Bytes::from_static(b"x") });
+        d.request(
+            peer(1),
+            1,
+            9,
+            Op::Signal { to: peer(2), payload: Bytes::from_static(b"x"), ack: AckMode::Always },
+        );
         assert!(matches!(
             a.frames().last(),
             Some(ServerMessage::Response {
@@ -1069,6 +1091,93 @@ mod tests {
             })
         ));
         assert_eq!(d.stats().peers, 3);
+    }
+
+    fn signal(to: PeerId, ack: AckMode) -> Op {
+        Op::Signal { to, payload: Bytes::from_static(b"cand"), ack }
+    }
+
+    fn error_of(m: &ServerMessage) -> Option<(RequestId, ErrorCode)> {
+        match m {
+            ServerMessage::Response { id, body: ResponseBody::Error { code, .. } } => Some((*id, *code)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn given_failures_only_then_a_delivered_signal_gets_no_ack_and_failures_keep_their_ids() {
+        let mut d = Directory::new(8);
+        let mut a = connect(&mut d, peer(1), 1, 64);
+        let mut b = connect(&mut d, peer(2), 2, 4);
+        d.request(peer(1), 1, 10, signal(peer(2), AckMode::FailuresOnly));
+        assert_eq!(a.frames(), vec![], "a delivered failure-only signal is not acknowledged");
+        assert_eq!(
+            b.frames(),
+            vec![ServerMessage::Event(Event::Signal { from: peer(1), payload: Bytes::from_static(b"cand") })]
+        );
+        // The default mode still acknowledges, in order with the failure-only ones around it.
+        d.request(peer(1), 1, 11, signal(peer(2), AckMode::Always));
+        d.request(peer(1), 1, 12, signal(peer(2), AckMode::FailuresOnly));
+        assert_eq!(a.frames(), vec![ok(11)]);
+        assert_eq!(b.frames().len(), 2);
+        // Not connected: PEER_NOT_FOUND with the request's id.
+        d.request(peer(1), 1, 13, signal(peer(7), AckMode::FailuresOnly));
+        assert_eq!(
+            a.frames().iter().map(error_of).collect::<Vec<_>>(),
+            vec![Some((13, ErrorCode::PeerNotFound))]
+        );
+        // Past the receiver's watermark (half of its four frames): PEER_BUSY for exactly those.
+        for id in 20..24 {
+            d.request(peer(1), 1, id, signal(peer(2), AckMode::FailuresOnly));
+        }
+        assert_eq!(
+            a.frames().iter().map(error_of).collect::<Vec<_>>(),
+            vec![Some((22, ErrorCode::PeerBusy)), Some((23, ErrorCode::PeerBusy))]
+        );
+        assert_eq!(d.counters().signals_local, 5);
+    }
+
+    /// A forwarder that keeps what it is handed.
+    #[derive(Debug, Default, Clone)]
+    struct Capture(std::sync::Arc<std::sync::Mutex<Vec<crate::mesh::links::Forward>>>);
+
+    impl Forwarder for Capture {
+        fn forward(
+            &mut self,
+            _node: NodeKey,
+            fwd: crate::mesh::links::Forward,
+        ) -> Result<(), crate::mesh::links::Forward> {
+            self.0.lock().unwrap().push(fwd);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn given_failures_only_then_a_forwarded_signal_is_answered_by_the_link_only_on_failure() {
+        let capture = Capture::default();
+        let mut d = Directory::with_mesh(8, 1, ReplicaConfig::default(), Box::new(capture.clone()));
+        let mut a = connect(&mut d, peer(1), 1, 64);
+        let origin = NodeKey::random();
+        let batch = DeltaBatch { first_seq: 1, deltas: vec![Delta::Up { peer: peer(9), since_ms: 5 }] };
+        d.presence(PresenceInput::Deltas { origin, incarnation: 3, batch }, Instant::now());
+        for (id, ack) in [(1, AckMode::FailuresOnly), (2, AckMode::FailuresOnly), (3, AckMode::Always)] {
+            d.request(peer(1), 1, id, signal(peer(9), ack));
+        }
+        let forwarded: Vec<_> = std::mem::take(&mut *capture.0.lock().unwrap());
+        assert_eq!(forwarded.len(), 3, "the remote peer is routed to its node");
+        assert_eq!(a.frames(), vec![], "nothing is answered before the other node's result");
+        let mut results = [None, Some(ErrorCode::PeerBusy), None].into_iter();
+        for fwd in forwarded {
+            fwd.reply.answer(results.next().flatten());
+        }
+        // Delivered failure-only: nothing; failed: the error with its id; delivered Always: Ok.
+        let frames = a.frames();
+        assert_eq!(
+            frames.iter().map(error_of).collect::<Vec<_>>(),
+            vec![Some((2, ErrorCode::PeerBusy)), None]
+        );
+        assert_eq!(frames[1], ok(3));
+        assert_eq!(d.counters().signals_forwarded, 3);
     }
 
     #[test]

@@ -392,55 +392,69 @@ async fn serve(
                 }
             }
             io = sock.drive(reading), if writing || reading => {
-                let event = match io {
+                let mut event = match io {
                     Io::Written(Ok(())) => continue,
                     Io::Written(Err(_)) => return End::Gone("socket error while writing"),
                     Io::Read(event) => event,
                 };
-                let now = Instant::now().into_std();
-                let action = match event {
-                    Err(ReadEnd::Gone) => return End::Gone("socket closed"),
-                    Err(ReadEnd::Frame(e)) => return read_error(e),
-                    Ok(Event::Binary(frame)) => session.handle_frame(frame, now),
-                    Ok(Event::TooLarge(len)) => session.handle_oversize(len, now),
-                    Ok(Event::Text) => session.handle_text(now),
-                    Ok(Event::Ping(payload)) => {
-                        session.touch(now);
-                        ws::encode_frame(&mut sock.out, ws::OP_PONG, &payload);
-                        Action::None
-                    }
-                    Ok(Event::Pong) => {
-                        session.touch(now);
-                        Action::None
-                    }
-                    Ok(Event::Close(code)) => {
-                        // Echo the close (RFC 6455 §5.5.1); written before the socket is dropped.
-                        match code {
-                            Some(code) => ws::encode_close(&mut sock.out, code, ""),
-                            None => ws::encode_frame(&mut sock.out, ws::OP_CLOSE, &[]),
+                // Every complete frame already read is handled here, without going back to the
+                // `select!` per frame (one wait per read, not per frame), until one needs waiting
+                // for (the directory's inbox is full) or enough output is pending.
+                loop {
+                    let now = Instant::now().into_std();
+                    let action = match event {
+                        Err(ReadEnd::Gone) => return End::Gone("socket closed"),
+                        Err(ReadEnd::Frame(e)) => return read_error(e),
+                        Ok(Event::Binary(frame)) => session.handle_frame(frame, now),
+                        Ok(Event::TooLarge(len)) => session.handle_oversize(len, now),
+                        Ok(Event::Text) => session.handle_text(now),
+                        Ok(Event::Ping(payload)) => {
+                            session.touch(now);
+                            ws::encode_frame(&mut sock.out, ws::OP_PONG, &payload);
+                            Action::None
                         }
-                        return End::Gone("client sent close");
-                    }
-                    Ok(Event::BadClose(reply)) => {
-                        // RFC 6455 §7.4: a code nobody may send is not echoed.
-                        ws::encode_close(&mut sock.out, reply, "invalid close frame");
-                        return End::Gone("client sent an invalid close frame");
-                    }
-                };
-                // Deciding is synchronous; whatever must be awaited is awaited by this loop.
-                match act(shared, conn, session, link, action) {
-                    Step::None => {}
-                    Step::Write(frame) => sock.push_binary(&frame),
-                    Step::Directory(command) => {
-                        let directory = shared.directory.clone();
-                        handing = Some(Box::pin(async move { directory.send(command).await.is_ok() }));
-                    }
-                    Step::End(last, end) => {
-                        if let Some(frame) = last {
-                            sock.push_binary(&frame);
+                        Ok(Event::Pong) => {
+                            session.touch(now);
+                            Action::None
                         }
-                        return end;
+                        Ok(Event::Close(code)) => {
+                            // Echo the close (RFC 6455 §5.5.1); written before the socket is dropped.
+                            match code {
+                                Some(code) => ws::encode_close(&mut sock.out, code, ""),
+                                None => ws::encode_frame(&mut sock.out, ws::OP_CLOSE, &[]),
+                            }
+                            return End::Gone("client sent close");
+                        }
+                        Ok(Event::BadClose(reply)) => {
+                            // RFC 6455 §7.4: a code nobody may send is not echoed.
+                            ws::encode_close(&mut sock.out, reply, "invalid close frame");
+                            return End::Gone("client sent an invalid close frame");
+                        }
+                    };
+                    // Deciding is synchronous; whatever must be awaited is awaited by this loop.
+                    match act(shared, conn, session, link, action) {
+                        Step::None => {}
+                        Step::Write(frame) => sock.push_binary(&frame),
+                        Step::Directory(command) => {
+                            let directory = shared.directory.clone();
+                            handing = Some(Box::pin(async move { directory.send(command).await.is_ok() }));
+                            break;
+                        }
+                        Step::End(last, end) => {
+                            if let Some(frame) = last {
+                                sock.push_binary(&frame);
+                            }
+                            return end;
+                        }
                     }
+                    if sock.pending() >= MAX_PENDING_OUT {
+                        break;
+                    }
+                    event = match sock.decoder.decode(&mut sock.read) {
+                        Ok(Some(next)) => Ok(next),
+                        Ok(None) => break,
+                        Err(e) => Err(ReadEnd::Frame(e)),
+                    };
                 }
             }
         }

@@ -18,8 +18,8 @@ use bytes::Bytes;
 use signal_mesh_proto::auth::{self, AuthError, NONCE_LEN};
 use signal_mesh_proto::message::Authenticate;
 use signal_mesh_proto::{
-    Challenge, ClientMessage, DecodeError, ErrorCode, Limits, NodeId, PROTOCOL_VERSION, PeerId, RequestBody,
-    RequestId, ResponseBody, ServerMessage, TopicId, Welcome, decode_client,
+    AckMode, Challenge, ClientMessage, DecodeError, ErrorCode, Limits, NodeId, PROTOCOL_VERSION, PeerId,
+    RequestBody, RequestId, ResponseBody, ServerMessage, TopicId, Welcome, decode_client,
 };
 
 /// Settings of a session that are not announced to the client.
@@ -95,6 +95,8 @@ pub enum Op {
         to: PeerId,
         /// The opaque payload, within the size limit.
         payload: Bytes,
+        /// Whether a delivered signal is answered (`Ok`) or only a failed one.
+        ack: AckMode,
     },
 }
 
@@ -382,7 +384,7 @@ impl Session {
                     Err(e) => return self.error(Some(id), ErrorCode::LimitExceeded, e.to_string()),
                 }
             }
-            RequestBody::Signal { to, payload } => {
+            RequestBody::Signal { to, payload, ack } => {
                 if payload.len() > limits.max_payload_bytes as usize {
                     let msg = format!(
                         "signal payload of {} bytes exceeds the limit of {} bytes",
@@ -391,7 +393,7 @@ impl Session {
                     );
                     return self.error(Some(id), ErrorCode::TooLarge, msg);
                 }
-                Op::Signal { to, payload }
+                Op::Signal { to, payload, ack }
             }
         };
         self.consecutive_errors = 0;
@@ -638,7 +640,8 @@ mod tests {
         let now = Instant::now();
         let (mut s, peer) = authed(now);
         let payload = Bytes::from(vec![0u8; Limits::DEFAULT_MAX_PAYLOAD_BYTES as usize + 1]);
-        let sig = frame(ClientMessage::Request { id: 1, body: RequestBody::Signal { to: peer, payload } });
+        let body = RequestBody::Signal { to: peer, payload, ack: AckMode::FailuresOnly };
+        let sig = frame(ClientMessage::Request { id: 1, body });
         assert_eq!(code_of(&s.handle_frame(sig, now)), Some(ErrorCode::TooLarge));
         let topic = TopicId::from_array([1; 32]);
         let lookup = |limit| {

@@ -78,7 +78,13 @@ async fn requests_before_auth_are_not_authenticated_and_the_connection_stays() {
     let mut c = Client::connect_raw(node.local_addr(), identity()).await;
     let r = c.request(RequestBody::Join { topic: topic("t"), announce: true }).await;
     assert_eq!(code(&r), Some(ErrorCode::NotAuthenticated));
-    let r = c.request(RequestBody::Signal { to: c.peer(), payload: bytes::Bytes::new() }).await;
+    let r = c
+        .request(RequestBody::Signal {
+            to: c.peer(),
+            payload: bytes::Bytes::new(),
+            ack: signal_mesh_proto::AckMode::Always,
+        })
+        .await;
     assert_eq!(code(&r), Some(ErrorCode::NotAuthenticated));
     // Authentication still works afterwards.
     let auth = c.identity.authenticate(&c.challenge);

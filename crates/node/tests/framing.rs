@@ -16,7 +16,11 @@ async fn a_fragmented_request_is_reassembled_around_a_ping() {
     let node = start(config()).await;
     let mut c = Client::connect(node.local_addr()).await;
     let id = c.take_id();
-    let body = RequestBody::Signal { to: c.peer(), payload: Bytes::from_static(b"in three fragments") };
+    let body = RequestBody::Signal {
+        to: c.peer(),
+        payload: Bytes::from_static(b"in three fragments"),
+        ack: signal_mesh_proto::AckMode::Always,
+    };
     let frame = encode_client(ClientMessage::Request { id, body });
     let (first, rest) = frame.split_at(3);
     let (second, third) = rest.split_at(rest.len() / 2);

@@ -25,7 +25,8 @@ async fn flood(sender: &mut Client, to: PeerId, max: usize) -> (usize, Option<Er
         for _ in 0..4 {
             let id = sender.take_id();
             ids.push(id);
-            let body = RequestBody::Signal { to, payload: payload.clone() };
+            let body =
+                RequestBody::Signal { to, payload: payload.clone(), ack: signal_mesh_proto::AckMode::Always };
             sender.feed(ClientMessage::Request { id, body }).await;
         }
         sender.flush().await;

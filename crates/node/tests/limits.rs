@@ -14,7 +14,15 @@ use support::{Client, closed, code, config, ok, start, topic};
 /// One signal from `a` to `b`, delivered and acknowledged.
 async fn flows(a: &mut Client, b: &mut Client, n: u32) {
     let payload = Bytes::from(n.to_be_bytes().to_vec());
-    assert_eq!(a.request(RequestBody::Signal { to: b.peer(), payload: payload.clone() }).await, ok());
+    assert_eq!(
+        a.request(RequestBody::Signal {
+            to: b.peer(),
+            payload: payload.clone(),
+            ack: signal_mesh_proto::AckMode::Always
+        })
+        .await,
+        ok()
+    );
     assert_eq!(b.event().await, Event::Signal { from: a.peer(), payload });
 }
 
@@ -44,7 +52,11 @@ async fn malformed_input_gets_typed_errors_while_others_keep_signaling() {
     // A truncated frame.
     let full = encode_client(ClientMessage::Request {
         id: 1,
-        body: RequestBody::Signal { to: bad.peer(), payload: Bytes::from_static(b"hello") },
+        body: RequestBody::Signal {
+            to: bad.peer(),
+            payload: Bytes::from_static(b"hello"),
+            ack: signal_mesh_proto::AckMode::Always,
+        },
     });
     bad.send_raw(full.slice(..full.len() - 3)).await;
     assert_eq!(bad.error().await, ErrorCode::BadRequest);
@@ -64,7 +76,7 @@ async fn malformed_input_gets_typed_errors_while_others_keep_signaling() {
     assert_eq!(bad.error().await, ErrorCode::BadRequest);
     flows(&mut a, &mut b, 6).await;
     // Invalid peer id and topic lengths, answered on their request ids.
-    let short_peer = wire::SendSignal { to: Bytes::from_static(&[1; 31]), payload: Bytes::new() };
+    let short_peer = wire::SendSignal { to: Bytes::from_static(&[1; 31]), payload: Bytes::new(), ack: 0 };
     bad.send_raw(request_frame(31, Some(request::Kind::Signal(short_peer)))).await;
     assert_eq!(response_code(&bad.response(31).await), ErrorCode::BadRequest);
     flows(&mut a, &mut b, 7).await;
@@ -86,7 +98,13 @@ async fn malformed_input_gets_typed_errors_while_others_keep_signaling() {
     assert_eq!(bad.error().await, ErrorCode::TooLarge);
     flows(&mut a, &mut b, 11).await;
     let big = Bytes::from(vec![7u8; signal_mesh_proto::Limits::DEFAULT_MAX_PAYLOAD_BYTES as usize + 1]);
-    let r = bad.request(RequestBody::Signal { to: bad.peer(), payload: big }).await;
+    let r = bad
+        .request(RequestBody::Signal {
+            to: bad.peer(),
+            payload: big,
+            ack: signal_mesh_proto::AckMode::Always,
+        })
+        .await;
     assert_eq!(response_code(&r), ErrorCode::TooLarge);
     flows(&mut a, &mut b, 12).await;
 
@@ -170,7 +188,11 @@ async fn a_client_that_does_not_read_its_own_replies_is_disconnected_as_slow_con
     let mut busy = false;
     for _ in 0..2000 {
         let id = sender.take_id();
-        let body = RequestBody::Signal { to: slow_peer, payload: payload.clone() };
+        let body = RequestBody::Signal {
+            to: slow_peer,
+            payload: payload.clone(),
+            ack: signal_mesh_proto::AckMode::Always,
+        };
         sender.send(ClientMessage::Request { id, body }).await;
         match sender.response(id).await {
             ResponseBody::Ok => {}

@@ -173,7 +173,11 @@ async fn a_thousand_signals_in_flight_cross_nodes_once_and_in_order() {
     for i in 0..N {
         let id = a.take_id();
         let payload = Bytes::from(i.to_be_bytes().to_vec());
-        a.feed(ClientMessage::Request { id, body: RequestBody::Signal { to: b.peer(), payload } }).await;
+        a.feed(ClientMessage::Request {
+            id,
+            body: RequestBody::Signal { to: b.peer(), payload, ack: signal_mesh_proto::AckMode::Always },
+        })
+        .await;
         ids.push(id);
     }
     a.flush().await;
@@ -190,6 +194,61 @@ async fn a_thousand_signals_in_flight_cross_nodes_once_and_in_order() {
         assert_eq!(a.response(id).await, ok(), "request {id}");
     }
     b.assert_silent(Duration::from_millis(300)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_only_signals_cross_the_mesh_unanswered_and_failures_come_back_with_their_ids() {
+    let _serial = SERIAL.lock().await;
+    let mut nodes = mesh(2, || {
+        let mut c = mesh_config();
+        c.requests_per_second = 100_000;
+        c.request_burst = 100_000;
+        c.presence_ttl_ms = 30_000;
+        c.heartbeat_ms = 1_000;
+        c.forward_timeout_ms = 1_000;
+        c
+    })
+    .await;
+    let t = topic("failures-only");
+    let mut a = Client::connect(nodes[0].local_addr()).await;
+    let mut b = Client::connect(nodes[1].local_addr()).await;
+    assert_eq!(b.join(t, true).await, ok());
+    await_lookup(&mut a, t, &[b.peer()].into()).await;
+    let bp = b.peer();
+    let quiet = |i: u64| {
+        let payload = Bytes::from(i.to_be_bytes().to_vec());
+        RequestBody::Signal { to: bp, payload, ack: signal_mesh_proto::AckMode::FailuresOnly }
+    };
+    // Delivered across the mesh: no response at all, every signal once and in order.
+    for i in 0..500 {
+        let id = a.take_id();
+        a.feed(ClientMessage::Request { id, body: quiet(i) }).await;
+    }
+    a.flush().await;
+    for i in 0..500u64 {
+        let Event::Signal { payload, .. } = b.event().await else { panic!("not a signal") };
+        assert_eq!(payload[..8], i.to_be_bytes(), "in order, once");
+    }
+    // A default-mode signal: its Ok is the only response a gets.
+    assert_eq!(a.signal(bp, b"barrier").await, ok());
+    a.assert_silent(Duration::from_millis(300)).await;
+
+    // The target's node dies: its record lives on until the TTL, so the signals are forwarded
+    // and the link task answers each one, failure-only or not, with its own request id.
+    nodes.pop().unwrap().kill();
+    let ids: Vec<_> = (0..3u64).map(|_| a.take_id()).collect();
+    for (i, id) in ids.iter().enumerate() {
+        a.feed(ClientMessage::Request { id: *id, body: quiet(i as u64) }).await;
+    }
+    a.flush().await;
+    for id in ids {
+        let body = a.response(id).await;
+        assert!(
+            matches!(code(&body), Some(ErrorCode::PeerUnreachable | ErrorCode::PeerNotFound)),
+            "{id}: {body:?}"
+        );
+    }
+    a.assert_silent(Duration::from_millis(100)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -126,7 +126,11 @@ async fn a_thousand_signals_arrive_in_order_and_each_gets_one_ok() {
         ids.push(id);
         a.feed(ClientMessage::Request {
             id,
-            body: RequestBody::Signal { to: b.peer(), payload: Bytes::from(n.to_be_bytes().to_vec()) },
+            body: RequestBody::Signal {
+                to: b.peer(),
+                payload: Bytes::from(n.to_be_bytes().to_vec()),
+                ack: signal_mesh_proto::AckMode::Always,
+            },
         })
         .await;
         if n % 100 == 99 {
@@ -293,7 +297,11 @@ async fn two_hundred_clients_discover_each_other_and_exchange_signals() {
                 ids.push(id);
                 c.feed(ClientMessage::Request {
                     id,
-                    body: RequestBody::Signal { to: *p, payload: Bytes::copy_from_slice(me.as_bytes()) },
+                    body: RequestBody::Signal {
+                        to: *p,
+                        payload: Bytes::copy_from_slice(me.as_bytes()),
+                        ack: signal_mesh_proto::AckMode::Always,
+                    },
                 })
                 .await;
             }
@@ -346,4 +354,67 @@ async fn a_static_dir_is_served_at_the_root_next_to_the_endpoints() {
     let mut c = Client::connect(node.local_addr()).await;
     assert_eq!(c.signal(c.peer(), b"x").await, ok());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The next frame, which must be a response.
+async fn next_response(c: &mut Client) -> (u64, ResponseBody) {
+    match c.recv().await {
+        signal_mesh_proto::ServerMessage::Response { id, body } => (id, body),
+        other => panic!("expected a response, got {other:?}"),
+    }
+}
+
+/// A failure-only signal (`AckMode::FailuresOnly`) request with id `id`.
+fn quiet(id: u64, to: PeerId, payload: &'static [u8]) -> ClientMessage {
+    ClientMessage::Request {
+        id,
+        body: RequestBody::Signal {
+            to,
+            payload: Bytes::from_static(payload),
+            ack: signal_mesh_proto::AckMode::FailuresOnly,
+        },
+    }
+}
+
+#[tokio::test]
+async fn failure_only_signals_are_answered_only_when_they_fail_with_their_ids() {
+    let mut cfg = config();
+    cfg.requests_per_second = 1;
+    cfg.request_burst = 4;
+    let node = start(cfg).await;
+    let mut a = Client::connect(node.local_addr()).await;
+    let mut b = Client::connect(node.local_addr()).await;
+    let nobody = support::identity().peer_id();
+    // Delivered: no response at all; the target gets both, in order.
+    a.feed(quiet(1, b.peer(), b"one")).await;
+    a.feed(quiet(2, b.peer(), b"two")).await;
+    // Nobody connected: PEER_NOT_FOUND with that request's id.
+    a.feed(quiet(3, nobody, b"lost")).await;
+    // The default mode, as a barrier: its Ok comes after anything queued for the ones before.
+    a.feed(ClientMessage::Request {
+        id: 4,
+        body: RequestBody::Signal {
+            to: b.peer(),
+            payload: Bytes::from_static(b"four"),
+            ack: signal_mesh_proto::AckMode::Always,
+        },
+    })
+    .await;
+    // Past the burst of 4: RATE_LIMITED, still answered with the id.
+    a.feed(quiet(5, b.peer(), b"five")).await;
+    a.flush().await;
+    // Exactly these three frames: no Ack for 1 and 2. (The rate limit is answered by the
+    // connection itself, the others by the directory, so their order may differ.)
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let (id, body) = next_response(&mut a).await;
+        got.push((id, code(&body)));
+    }
+    got.sort_by_key(|(id, _)| *id);
+    assert_eq!(got, vec![(3, Some(ErrorCode::PeerNotFound)), (4, None), (5, Some(ErrorCode::RateLimited))]);
+    a.assert_silent(Duration::from_millis(300)).await;
+    for payload in [&b"one"[..], b"two", b"four"] {
+        assert_eq!(b.event().await, Event::Signal { from: a.peer(), payload: Bytes::from_static(payload) });
+    }
+    b.assert_silent(Duration::from_millis(100)).await;
 }

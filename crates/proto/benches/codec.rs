@@ -26,7 +26,11 @@ fn peer(i: u32) -> PeerId {
 fn signal_request(size: usize) -> ClientMessage {
     ClientMessage::Request {
         id: 123_456,
-        body: RequestBody::Signal { to: peer(1), payload: Bytes::from(vec![0x5a; size]) },
+        body: RequestBody::Signal {
+            to: peer(1),
+            payload: Bytes::from(vec![0x5a; size]),
+            ack: signal_mesh_proto::AckMode::Always,
+        },
     }
 }
 

@@ -168,7 +168,7 @@ mod tests {
     use super::*;
     use crate::ids::{NodeId, PeerId, TopicId};
     use crate::limits::Limits;
-    use crate::message::{Authenticate, Challenge, RequestBody, Welcome};
+    use crate::message::{AckMode, Authenticate, Challenge, RequestBody, Welcome};
 
     const MAX: usize = 65_536;
 
@@ -198,8 +198,14 @@ mod tests {
             RequestBody::Leave { topic },
             RequestBody::Lookup { topic, limit: 0, cursor: None },
             RequestBody::Lookup { topic, limit: 10, cursor: Some(peer) },
-            RequestBody::Signal { to: peer, payload: Bytes::from_static(b"v=0 sdp") },
-            RequestBody::Signal { to: peer, payload: Bytes::new() },
+            RequestBody::Signal { to: peer, payload: Bytes::from_static(b"v=0 sdp"), ack: AckMode::Always },
+            RequestBody::Signal { to: peer, payload: Bytes::new(), ack: AckMode::Always },
+            RequestBody::Signal {
+                to: peer,
+                payload: Bytes::from_static(b"a=candidate"),
+                ack: AckMode::FailuresOnly,
+            },
+            RequestBody::Signal { to: peer, payload: Bytes::new(), ack: AckMode::FailuresOnly },
         ] {
             client_round_trip(ClientMessage::Request { id: 42, body });
         }
@@ -264,6 +270,48 @@ mod tests {
         }
     }
 
+    /// `SendSignal` as a node built before `ack` (field 3) was added knew it.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct SendSignalV1Original {
+        #[prost(bytes = "bytes", tag = "1")]
+        to: Bytes,
+        #[prost(bytes = "bytes", tag = "2")]
+        payload: Bytes,
+    }
+
+    #[test]
+    fn ack_mode_is_additive_old_nodes_skip_it_and_unknown_values_read_as_always() {
+        let to = PeerId::from_array([6; 32]);
+        let new = wire::SendSignal {
+            to: to.to_bytes(),
+            payload: Bytes::from_static(b"cand"),
+            ack: wire::AckMode::FailuresOnly as i32,
+        };
+        // An old node decodes the new message, skipping the unknown field: same target and
+        // payload, and (knowing no ack mode) it answers as it always did.
+        let old = SendSignalV1Original::decode(new.encode_to_vec().as_slice()).unwrap();
+        assert_eq!((old.to, old.payload), (to.to_bytes(), Bytes::from_static(b"cand")));
+        // The default mode is not written at all: an `Always` signal is byte for byte the frame
+        // an old client sends.
+        let always = wire::SendSignal { ack: 0, ..new.clone() };
+        let original = SendSignalV1Original { to: to.to_bytes(), payload: Bytes::from_static(b"cand") };
+        assert_eq!(always.encode_to_vec(), original.encode_to_vec());
+        // A mode from a newer client reads as Always: it is answered more, never less.
+        let future = wire::ClientFrame {
+            kind: Some(wire::client_frame::Kind::Request(wire::Request {
+                id: 3,
+                kind: Some(wire::request::Kind::Signal(wire::SendSignal { ack: 7, ..new })),
+            })),
+        };
+        let Ok(ClientMessage::Request { id: 3, body: RequestBody::Signal { ack, .. } }) =
+            decode_client(future.encode_to_vec().into(), MAX)
+        else {
+            panic!("not a signal")
+        };
+        assert_eq!(ack, AckMode::Always);
+        assert!(AckMode::Always.acks_success() && !AckMode::FailuresOnly.acks_success());
+    }
+
     #[test]
     fn oversize_frames_are_rejected_before_parsing() {
         let err = decode_client(Bytes::from(vec![0xff; 101]), 100).unwrap_err();
@@ -282,6 +330,7 @@ mod tests {
             body: RequestBody::Signal {
                 to: PeerId::from_array([1; 32]),
                 payload: Bytes::from_static(b"hello"),
+                ack: AckMode::Always,
             },
         });
         let truncated = full.slice(..full.len() - 3);
@@ -314,6 +363,7 @@ mod tests {
                 kind: Some(wire::request::Kind::Signal(wire::SendSignal {
                     to: Bytes::from_static(&[1; 31]),
                     payload: Bytes::new(),
+                    ack: 0,
                 })),
             })),
         };
@@ -367,6 +417,7 @@ mod tests {
             body: RequestBody::Signal {
                 to: PeerId::from_array([1; 32]),
                 payload: Bytes::from(vec![7u8; 1000]),
+                ack: AckMode::FailuresOnly,
             },
         });
         let range = frame.as_ptr_range();

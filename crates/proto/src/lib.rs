@@ -38,7 +38,7 @@ pub use error::ErrorCode;
 pub use ids::{InvalidId, NodeId, PeerId, TopicId, TopicNameTooLong};
 pub use limits::Limits;
 pub use message::{
-    Challenge, ClientMessage, Event, RequestBody, RequestId, ResponseBody, ServerMessage, Welcome,
+    AckMode, Challenge, ClientMessage, Event, RequestBody, RequestId, ResponseBody, ServerMessage, Welcome,
 };
 
 /// The edge protocol version this crate speaks.

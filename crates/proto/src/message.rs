@@ -140,7 +140,47 @@ pub enum RequestBody {
         to: PeerId,
         /// Opaque bytes.
         payload: Bytes,
+        /// Which outcomes the node answers.
+        ack: AckMode,
     },
+}
+
+/// Which responses a signal request gets (`SendSignal.ack`).
+///
+/// Added to protocol v1 without a version bump: a node that predates it ignores the field and
+/// acknowledges every signal, so a client asking for [`AckMode::FailuresOnly`] must accept (and
+/// may ignore) an `Ack` for such a request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum AckMode {
+    /// One response per signal: `Ok` once it is queued for the target, else an error.
+    #[default]
+    Always,
+    /// A response only when the signal fails (with the request's id); nothing on delivery.
+    FailuresOnly,
+}
+
+impl AckMode {
+    /// The wire value. An unknown value from a newer client reads as [`AckMode::Always`], which
+    /// answers more, never less.
+    pub fn from_wire(value: i32) -> AckMode {
+        match wire::AckMode::try_from(value) {
+            Ok(wire::AckMode::FailuresOnly) => AckMode::FailuresOnly,
+            _ => AckMode::Always,
+        }
+    }
+
+    /// The wire value.
+    pub fn to_wire(self) -> i32 {
+        match self {
+            AckMode::Always => wire::AckMode::Always as i32,
+            AckMode::FailuresOnly => wire::AckMode::FailuresOnly as i32,
+        }
+    }
+
+    /// Whether a delivered signal is answered with `Ok`.
+    pub fn acks_success(self) -> bool {
+        self == AckMode::Always
+    }
 }
 
 /// A frame from a node.
@@ -306,7 +346,11 @@ impl RequestBody {
                 limit: l.limit,
                 cursor: if l.cursor.is_empty() { None } else { Some(peer("lookup.cursor", &l.cursor)?) },
             },
-            Kind::Signal(s) => RequestBody::Signal { to: peer("signal.to", &s.to)?, payload: s.payload },
+            Kind::Signal(s) => RequestBody::Signal {
+                to: peer("signal.to", &s.to)?,
+                payload: s.payload,
+                ack: AckMode::from_wire(s.ack),
+            },
         })
     }
 
@@ -322,8 +366,8 @@ impl RequestBody {
                 limit,
                 cursor: cursor.map(|c| c.to_bytes()).unwrap_or_default(),
             }),
-            RequestBody::Signal { to, payload } => {
-                Kind::Signal(wire::SendSignal { to: to.to_bytes(), payload })
+            RequestBody::Signal { to, payload, ack } => {
+                Kind::Signal(wire::SendSignal { to: to.to_bytes(), payload, ack: ack.to_wire() })
             }
         }
     }

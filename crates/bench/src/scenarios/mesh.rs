@@ -542,7 +542,11 @@ async fn ping_pong(a: &mut Client, b: &mut Client, n: u64) -> Result<Histogram<u
     for _ in 0..n {
         let sent = Instant::now();
         // Acknowledgements are not waited for: they are read and skipped below.
-        a.queue_request(RequestBody::Signal { to: pb, payload: payload.clone() });
+        a.queue_request(RequestBody::Signal {
+            to: pb,
+            payload: payload.clone(),
+            ack: signal_mesh_proto::AckMode::Always,
+        });
         a.flush().await?;
         loop {
             match b.next().await? {

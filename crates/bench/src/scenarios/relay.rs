@@ -13,13 +13,13 @@ use bytes::Bytes;
 use clap::Args;
 use hdrhistogram::Histogram;
 use serde_json::json;
-use signal_mesh_proto::{ErrorCode, Event, PeerId, RequestBody, ResponseBody, ServerMessage};
+use signal_mesh_proto::{AckMode, ErrorCode, Event, PeerId, RequestBody, ResponseBody, ServerMessage};
 
 use super::{Snapshot, block_on, common, connect_many, cpu_rows, identity, now_ns};
 use crate::client::Client;
 use crate::error::BenchError;
 use crate::report::{self, Report, fmt_count};
-use crate::{Global, targets};
+use crate::{Global, mesh_targets, targets};
 
 /// Target from the issue: node CPU per relayed signal.
 const TARGET_CPU_US_PER_SIGNAL: f64 = 3.0;
@@ -48,6 +48,51 @@ pub struct Opts {
     /// Handshakes in flight at once during setup.
     #[arg(long, default_value_t = 128)]
     pub concurrency: usize,
+    /// Acknowledgement modes to run, each against a fresh node: `always` (an `Ack` per signal,
+    /// as clients before `AckMode` did) and/or `failures-only` (`SendSignal.ack`; no response on
+    /// delivery, so one frame out of the node per signal instead of two).
+    #[arg(long, value_delimiter = ',', default_value = "always")]
+    pub ack: Vec<Ack>,
+    /// Cross-node relay: after each single-node run, the same run against a mesh of two node
+    /// processes (real libp2p on 127.0.0.1, both pinned to --node-core) with the two ends of
+    /// every pair on different nodes; node CPU is the two nodes' sum, compared with the
+    /// single-node figure of the same invocation.
+    #[arg(long)]
+    pub cross_node: bool,
+    /// With --cross-node: join the two nodes over QUIC instead of TCP + Yamux (Yamux 0.13 can
+    /// deadlock when both nodes push signals at each other: see BENCHMARKS.md, issue 11).
+    #[arg(long)]
+    pub quic: bool,
+}
+
+/// Target from issue 11: node CPU per signal of the two nodes together, against one node.
+const TARGET_CROSS_NODE_RATIO: f64 = 2.0;
+
+/// `--ack`: which responses the generator's signals ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Ack {
+    /// `AckMode::Always`.
+    Always,
+    /// `AckMode::FailuresOnly`.
+    FailuresOnly,
+}
+
+impl Ack {
+    /// The protocol's mode.
+    pub fn mode(self) -> AckMode {
+        match self {
+            Ack::Always => AckMode::Always,
+            Ack::FailuresOnly => AckMode::FailuresOnly,
+        }
+    }
+
+    /// For titles and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Ack::Always => "always",
+            Ack::FailuresOnly => "failures-only",
+        }
+    }
 }
 
 impl Default for Opts {
@@ -60,6 +105,9 @@ impl Default for Opts {
             warmup_secs: 1,
             drain_secs: 5,
             concurrency: 128,
+            ack: vec![Ack::Always],
+            cross_node: false,
+            quic: false,
         }
     }
 }
@@ -71,6 +119,7 @@ struct Stats {
     b_events: u64,
     b_echo_sent: u64,
     out_of_order: u64,
+    duplicated: u64,
     errors: BTreeMap<String, u64>,
     rtt: Histogram<u64>,
     a_done: u64,
@@ -101,11 +150,16 @@ async fn run_a(
     stop_sending: Instant,
     stats: Rc<RefCell<Stats>>,
 ) -> Result<(), BenchError> {
+    let ack = o.ack.first().copied().unwrap_or(Ack::Always).mode();
     let mut seq = 0u64;
     let mut expected = 0u64;
     let mut outstanding = 0u64;
     for _ in 0..o.in_flight {
-        c.queue_request(RequestBody::Signal { to: partner, payload: signal_payload(o.payload_bytes, seq) });
+        c.queue_request(RequestBody::Signal {
+            to: partner,
+            payload: signal_payload(o.payload_bytes, seq),
+            ack,
+        });
         seq += 1;
         outstanding += 1;
     }
@@ -120,7 +174,9 @@ async fn run_a(
                 outstanding -= 1;
                 let mut s = stats.borrow_mut();
                 s.echoed += 1;
-                if sq != expected {
+                if sq < expected {
+                    s.duplicated += 1;
+                } else if sq != expected {
                     s.out_of_order += 1;
                 }
                 expected = sq + 1;
@@ -131,6 +187,7 @@ async fn run_a(
                     c.queue_request(RequestBody::Signal {
                         to: partner,
                         payload: signal_payload(o.payload_bytes, seq),
+                        ack,
                     });
                     seq += 1;
                     outstanding += 1;
@@ -153,12 +210,12 @@ async fn run_a(
     Ok(())
 }
 
-async fn run_b(mut c: Client, stats: Rc<RefCell<Stats>>) -> Result<(), BenchError> {
+async fn run_b(mut c: Client, ack: AckMode, stats: Rc<RefCell<Stats>>) -> Result<(), BenchError> {
     loop {
         match c.next().await? {
             ServerMessage::Event(Event::Signal { from, payload }) => {
                 // Echo the very bytes back: no copy.
-                c.queue_request(RequestBody::Signal { to: from, payload });
+                c.queue_request(RequestBody::Signal { to: from, payload, ack });
                 let mut s = stats.borrow_mut();
                 s.b_events += 1;
                 s.b_echo_sent += 1;
@@ -174,19 +231,89 @@ async fn run_b(mut c: Client, stats: Rc<RefCell<Stats>>) -> Result<(), BenchErro
     }
 }
 
-/// Runs the scenario with `pairs` pairs against a fresh node.
-pub fn run(g: &Global, o: &Opts, pairs: u64) -> Result<Report, BenchError> {
+/// Runs the scenario with `pairs` pairs in acknowledgement mode `ack` against a fresh node (the
+/// --url nodes, if given), then, with `--cross-node`, against a fresh two-node mesh.
+pub fn run(g: &Global, o: &Opts, pairs: u64, ack: Ack) -> Result<Vec<Report>, BenchError> {
     if o.payload_bytes < 16 {
         return Err(BenchError::Usage("--payload-bytes must be at least 16".into()));
     }
-    let mut t = targets(g, pairs * 2)?;
+    let single = measure(g, o, pairs, ack, targets(g, pairs * 2)?, "")?;
+    if !o.cross_node {
+        return Ok(vec![single]);
+    }
+    let variant = if o.quic { ", cross-node: 2 nodes, QUIC" } else { ", cross-node: 2 nodes, TCP" };
+    let mut cross = measure(g, o, pairs, ack, mesh_targets(g, pairs * 2, 2, o.quic)?, variant)?;
+    let one = single.json["node_cpu_us_per_signal"].as_f64();
+    let two = cross.json["node_cpu_us_per_signal"].as_f64();
+    if let (Some(one), Some(two)) = (one, two) {
+        let ratio = two / one.max(1e-9);
+        cross.row("single-node CPU per relayed signal (same invocation)", format!("{one:.2} µs"));
+        cross.target(
+            "cross-node / single-node CPU per signal",
+            format!("{ratio:.2}×"),
+            "<= 2×",
+            ratio <= TARGET_CROSS_NODE_RATIO,
+        );
+        cross.json["single_node_cpu_us_per_signal"] = json!(one);
+        cross.json["cross_node_ratio"] = json!(ratio);
+    }
+    Ok(vec![single, cross])
+}
+
+/// Waits until every node knows the peers of every other node: a sentinel client connects last
+/// to each node, and a probe on every other node signals it until it is found (presence deltas
+/// of one node are applied in order, so the others' peers are known by then).
+async fn await_presence(t: &crate::Targets) -> Result<(), BenchError> {
+    let n = t.urls.len() as u64;
+    if n < 2 {
+        return Ok(());
+    }
+    let mut sentinels = Vec::new();
+    for j in 0..n {
+        sentinels.push(Client::connect(t.url(j), None, &identity(b'R', b'S', j), 0x5e57 + j).await?);
+    }
+    for k in 0..n {
+        let mut probe = Client::connect(t.url(k), None, &identity(b'R', b'P', k), 0x960b + k).await?;
+        for j in (0..n).filter(|j| *j != k) {
+            let to = identity(b'R', b'S', j).peer_id();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let body =
+                    RequestBody::Signal { to, payload: Bytes::from_static(b"probe"), ack: AckMode::Always };
+                if probe.request(body).await? == ResponseBody::Ok {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(BenchError::Timeout("presence of the other node's clients"));
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        probe.close().await;
+    }
+    for s in sentinels {
+        s.close().await;
+    }
+    Ok(())
+}
+
+fn measure(
+    g: &Global,
+    o: &Opts,
+    pairs: u64,
+    ack: Ack,
+    mut t: crate::Targets,
+    variant: &str,
+) -> Result<Report, BenchError> {
     let mut r = Report::new(format!(
-        "relay P={} ({} B, {} in flight, {} s)",
+        "relay P={} ({} B, {} in flight, {} s, acks {}{variant})",
         fmt_count(pairs),
         o.payload_bytes,
         o.in_flight,
-        o.duration_secs
+        o.duration_secs,
+        ack.name()
     ));
+    r.json["ack"] = json!(ack.name());
     common(&mut r, g, &t);
     let stats = Rc::new(RefCell::new(Stats {
         sent: 0,
@@ -194,11 +321,13 @@ pub fn run(g: &Global, o: &Opts, pairs: u64) -> Result<Report, BenchError> {
         b_events: 0,
         b_echo_sent: 0,
         out_of_order: 0,
+        duplicated: 0,
         errors: BTreeMap::new(),
         rtt: report::new_histogram(),
         a_done: 0,
     }));
-    let o2 = o.clone();
+    // run_a reads the mode from the first entry.
+    let o2 = Opts { ack: vec![ack], ..o.clone() };
     let outcome = block_on(async {
         // B (the echoers) first, so every A's partner exists; B_i is on the node after A_i's.
         let timeout = Duration::from_secs(120);
@@ -224,6 +353,9 @@ pub fn run(g: &Global, o: &Opts, pairs: u64) -> Result<Report, BenchError> {
         .await;
         let mut errors = b.errors.clone();
         errors.extend(a.errors.iter().cloned());
+        if let Err(e) = await_presence(&t).await {
+            errors.push(e.to_string());
+        }
         let setup = b.elapsed + a.elapsed;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let start = Snapshot::take(&t);
@@ -232,7 +364,7 @@ pub fn run(g: &Global, o: &Opts, pairs: u64) -> Result<Report, BenchError> {
         let record_from_ns = now_ns() + o2.warmup_secs * 1_000_000_000;
         let mut b_tasks = Vec::new();
         for c in b.clients.into_iter().flatten() {
-            b_tasks.push(tokio::task::spawn_local(run_b(c, stats.clone())));
+            b_tasks.push(tokio::task::spawn_local(run_b(c, ack.mode(), stats.clone())));
         }
         let mut a_tasks = Vec::new();
         let mut pairs_running = 0u64;
@@ -283,7 +415,10 @@ pub fn run(g: &Global, o: &Opts, pairs: u64) -> Result<Report, BenchError> {
     r.row("round trips", format!("{:.0} /s", s.echoed as f64 / secs));
     r.row("RTT p50 / p99 / p999", report::fmt_quantiles(&s.rtt));
     r.target("lost (sent - echoed)", fmt_count(lost), "0", lost == 0 && s.errors.is_empty());
-    r.row("out-of-order echoes", fmt_count(s.out_of_order));
+    r.row(
+        "out-of-order / duplicated echoes",
+        format!("{} / {}", fmt_count(s.out_of_order), fmt_count(s.duplicated)),
+    );
     let cpu = super::node_cpu_us(&start, &end);
     if let Some(cpu) = cpu {
         let per = cpu as f64 / relayed.max(1) as f64;
@@ -318,6 +453,7 @@ pub fn run(g: &Global, o: &Opts, pairs: u64) -> Result<Report, BenchError> {
     r.json["relayed"] = json!(relayed);
     r.json["lost"] = json!(lost);
     r.json["out_of_order"] = json!(s.out_of_order);
+    r.json["duplicated"] = json!(s.duplicated);
     r.json["errors"] = json!(s.errors);
     r.json["throughput_signals_per_s"] = json!(relayed as f64 / secs);
     r.json["rtt"] = report::quantiles_us(&s.rtt);

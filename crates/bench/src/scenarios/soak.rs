@@ -154,7 +154,8 @@ async fn session(
         if !peers.is_empty() {
             let to = peers[(xorshift(rng) % peers.len() as u64) as usize];
             let payload = Bytes::from(vec![0x5a; 200 + (xorshift(rng) % 800) as usize]);
-            let id = c.queue_request(RequestBody::Signal { to, payload });
+            let id =
+                c.queue_request(RequestBody::Signal { to, payload, ack: signal_mesh_proto::AckMode::Always });
             let body = response(c, id, stats).await?;
             let mut s = stats.borrow_mut();
             s.signals += 1;

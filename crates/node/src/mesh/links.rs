@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId as NodeKey, Stream, StreamProtocol};
-use signal_mesh_proto::{ErrorCode, PeerId, RequestId, ResponseBody, ServerMessage, encode_server};
+use signal_mesh_proto::{AckMode, ErrorCode, PeerId, RequestId, ResponseBody, ServerMessage, encode_server};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
@@ -49,12 +49,16 @@ pub struct ReplyTo {
     pub queue: OutboxReplier,
     /// The sender's request.
     pub id: RequestId,
+    /// Whether the sender wants the `Ok` of a delivered signal, or failures only.
+    pub ack: AckMode,
 }
 
 impl ReplyTo {
-    /// Queues the `Response` for the sender (`None`: delivered).
+    /// Queues the `Response` for the sender (`None`: delivered; not answered when the sender
+    /// asked for failures only).
     pub fn answer(self, error: Option<ErrorCode>) {
         let body = match error {
+            None if !self.ack.acks_success() => return,
             None => ResponseBody::Ok,
             Some(code) => ResponseBody::Error { code, message: forward_error_message(code).into() },
         };

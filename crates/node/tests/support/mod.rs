@@ -264,7 +264,12 @@ impl Client {
     }
 
     pub async fn signal(&mut self, to: PeerId, payload: &'static [u8]) -> ResponseBody {
-        self.request(RequestBody::Signal { to, payload: Bytes::from_static(payload) }).await
+        self.request(RequestBody::Signal {
+            to,
+            payload: Bytes::from_static(payload),
+            ack: signal_mesh_proto::AckMode::Always,
+        })
+        .await
     }
 
     /// Reads until the node's `Goodbye` and close frame.

@@ -100,6 +100,11 @@ pub struct SendSignal {
     pub to: ::prost::bytes::Bytes,
     #[prost(bytes = "bytes", tag = "2")]
     pub payload: ::prost::bytes::Bytes,
+    /// Which outcomes the node answers. Added in v1 without a version bump: a node that predates
+    /// it skips the unknown field and answers every signal (`Ack` or an error), so a client that
+    /// sets it must accept, and may ignore, an `Ack` for such a request. See docs/protocol.md.
+    #[prost(enumeration = "AckMode", tag = "3")]
+    pub ack: i32,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ServerFrame {
@@ -274,6 +279,37 @@ pub struct Goodbye {
     pub code: i32,
     #[prost(string, tag = "2")]
     pub reason: ::prost::alloc::string::String,
+}
+/// Which responses a `SendSignal` gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum AckMode {
+    /// One `Response` per signal: `Ack` once the signal is queued for the target, else an error.
+    Always = 0,
+    /// A `Response` only when the signal fails (`PEER_NOT_FOUND`, `PEER_BUSY`, `PEER_UNREACHABLE`,
+    /// `RATE_LIMITED`, `TOO_LARGE`, ...), with the request's id; nothing when it is delivered.
+    /// Halves the frames a node sends per relayed signal. A node reads unknown values as ALWAYS.
+    FailuresOnly = 1,
+}
+impl AckMode {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Always => "ACK_MODE_ALWAYS",
+            Self::FailuresOnly => "ACK_MODE_FAILURES_ONLY",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "ACK_MODE_ALWAYS" => Some(Self::Always),
+            "ACK_MODE_FAILURES_ONLY" => Some(Self::FailuresOnly),
+            _ => None,
+        }
+    }
 }
 /// Stable error codes. New codes may be added; clients treat unknown codes as `INTERNAL`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
