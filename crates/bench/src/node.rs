@@ -300,13 +300,8 @@ pub struct MeshBoot {
 }
 
 impl MeshBoot {
-    /// Creates the first node's key under `dir` with `binary id` and picks its port (TCP).
-    pub fn new(binary: &Path, dir: &Path) -> Result<MeshBoot, BenchError> {
-        MeshBoot::with_transport(binary, dir, false)
-    }
-
-    /// [`MeshBoot::new`], the first node listening (and the others joining) over QUIC instead of
-    /// TCP + Yamux when `quic`.
+    /// Creates the first node's key under `dir` with `binary id` and picks its port: the first
+    /// node listens (and the others join) over QUIC when `quic`, else over TCP + Yamux.
     pub fn with_transport(binary: &Path, dir: &Path, quic: bool) -> Result<MeshBoot, BenchError> {
         std::fs::create_dir_all(dir)?;
         let key = dir.join("node1.key");

@@ -25,7 +25,7 @@ use signal_mesh_node::outbox::{Bounds, OutboxReceiver, Received, outbox_with};
 use signal_mesh_node::session::{Action, Op, Session, SessionConfig};
 use signal_mesh_proto::auth::Identity;
 use signal_mesh_proto::{
-    ClientMessage, NodeId, PeerId, RequestBody, ResponseBody, ServerMessage, TopicId, decode_server,
+    AckMode, ClientMessage, NodeId, PeerId, RequestBody, ResponseBody, ServerMessage, TopicId, decode_server,
     encode_client,
 };
 
@@ -183,8 +183,10 @@ impl Harness {
             }
             4 => {
                 let to = self.peer(s);
-                let payload = Bytes::from(vec![0x5a; usize::from(s.byte()) * 4]);
-                self.request(c, RequestBody::Signal { to, payload });
+                let len = s.byte();
+                let payload = Bytes::from(vec![0x5a; usize::from(len) * 4]);
+                let ack = if len % 2 == 0 { AckMode::Always } else { AckMode::FailuresOnly };
+                self.request(c, RequestBody::Signal { to, payload, ack });
             }
             5 => self.advance(Duration::from_millis(u64::from(s.byte()) * 97)),
             6 => self.reconnect(c),
@@ -362,6 +364,8 @@ impl Harness {
                     Op::Lookup { limit, .. } => Some(limit.get()),
                     _ => None,
                 };
+                // A failure-only signal is answered only when it fails.
+                let quiet = matches!(op, Op::Signal { ack: AckMode::FailuresOnly, .. });
                 let Some(peer) = self.clients[c].session.peer() else {
                     panic!("a request from a session that never authenticated");
                 };
@@ -375,6 +379,10 @@ impl Harness {
                         && rid == id
                     {
                         responses += 1;
+                        assert!(
+                            !quiet || matches!(body, ResponseBody::Error { .. }),
+                            "a failure-only signal was answered with {body:?}"
+                        );
                         if let (ResponseBody::Lookup { peers, .. }, Some(limit)) = (&body, limit) {
                             assert!(
                                 peers.len() <= limit as usize,
@@ -385,7 +393,8 @@ impl Harness {
                         }
                     }
                 }
-                assert!(closed || responses == 1, "request {id} got {responses} responses");
+                let expected = if quiet { responses <= 1 } else { responses == 1 };
+                assert!(closed || expected, "request {id} got {responses} responses");
                 self.drain_all();
             }
         }

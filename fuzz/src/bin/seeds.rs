@@ -13,7 +13,7 @@ use signal_mesh_node::mesh::wire::{
     ResultFrame, Snapshot,
 };
 use signal_mesh_proto::{
-    ClientMessage, ErrorCode, Event, PeerId, RequestBody, ResponseBody, ServerMessage, TopicId,
+    AckMode, ClientMessage, ErrorCode, Event, PeerId, RequestBody, ResponseBody, ServerMessage, TopicId,
     encode_client, encode_server,
 };
 use signal_mesh_ws::differential::{Rng, stream};
