@@ -551,7 +551,11 @@ async fn ping_pong(a: &mut Client, b: &mut Client, n: u64) -> Result<Histogram<u
         loop {
             match b.next().await? {
                 ServerMessage::Event(Event::Signal { payload, .. }) => {
-                    b.queue_request(RequestBody::Signal { to: pa, payload, ack: signal_mesh_proto::AckMode::Always });
+                    b.queue_request(RequestBody::Signal {
+                        to: pa,
+                        payload,
+                        ack: signal_mesh_proto::AckMode::Always,
+                    });
                     b.flush().await?;
                     break;
                 }
