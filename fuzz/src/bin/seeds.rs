@@ -54,7 +54,15 @@ fn main() -> std::io::Result<()> {
         ClientMessage::Request { id: 3, body: RequestBody::Lookup { topic, limit: 10, cursor: Some(peer) } },
         ClientMessage::Request {
             id: 4,
-            body: RequestBody::Signal { to: peer, payload: Bytes::from_static(b"sdp") },
+            body: RequestBody::Signal { to: peer, payload: Bytes::from_static(b"sdp"), ack: AckMode::Always },
+        },
+        ClientMessage::Request {
+            id: 5,
+            body: RequestBody::Signal {
+                to: peer,
+                payload: Bytes::from_static(b"ice"),
+                ack: AckMode::FailuresOnly,
+            },
         },
         ClientMessage::Ping(9),
         ClientMessage::Pong(9),

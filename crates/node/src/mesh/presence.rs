@@ -508,7 +508,7 @@ impl Replica {
             self.start_sync(origin, vec![batch], now, fx);
             return;
         }
-        o.published = o.published.max((batch.first_seq + batch.deltas.len() as u64).saturating_sub(1));
+        o.published = o.published.max(batch.first_seq.saturating_add(batch.deltas.len() as u64).saturating_sub(1));
         o.gap_since.get_or_insert(now);
         o.ahead.push(batch);
     }
@@ -517,7 +517,7 @@ impl Replica {
     fn drain_ahead(&mut self, origin: NodeKey) {
         if let Some(o) = self.origins.get_mut(&origin) {
             let seq = o.seq;
-            o.ahead.retain(|b| b.first_seq + b.deltas.len() as u64 > seq + 1);
+            o.ahead.retain(|b| b.first_seq.saturating_add(b.deltas.len() as u64) > seq.saturating_add(1));
         }
     }
 
@@ -526,7 +526,7 @@ impl Replica {
         // Bounded: each pass removes one held batch.
         loop {
             let Some(o) = self.origins.get_mut(&origin) else { return };
-            let next = o.seq + 1;
+            let next = o.seq.saturating_add(1);
             let Some(i) = o.ahead.iter().position(|b| b.first_seq <= next) else {
                 if o.ahead.is_empty() && o.seq >= o.published {
                     o.gap_since = None;
@@ -542,16 +542,21 @@ impl Replica {
     fn apply_batch(&mut self, origin: NodeKey, batch: &DeltaBatch, fx: &mut Effects) -> bool {
         let Some(o) = self.origins.get(&origin) else { return true };
         let seq = o.seq;
-        if batch.first_seq > seq + 1 {
+        // Numbers start at 1 (the wire decoder refuses 0); an empty batch moves nothing. Found by
+        // the `node_core` fuzz target: an empty batch numbered 0 underflowed `last` below.
+        let Some(last) = batch.first_seq.saturating_add(batch.deltas.len() as u64).checked_sub(1) else { return true };
+        if batch.deltas.is_empty() {
+            return true;
+        }
+        if batch.first_seq > seq.saturating_add(1) {
             return false;
         }
-        let skip = (seq + 1 - batch.first_seq) as usize;
-        let n = batch.deltas.len();
+        let skip = (seq.saturating_add(1) - batch.first_seq) as usize;
         for delta in batch.deltas.iter().skip(skip).copied() {
             self.apply(origin, delta, fx);
         }
         if let Some(o) = self.origins.get_mut(&origin) {
-            o.seq = o.seq.max(batch.first_seq + n as u64 - 1);
+            o.seq = o.seq.max(last);
         }
         true
     }
