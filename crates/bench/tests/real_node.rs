@@ -58,6 +58,21 @@ fn relay_counts_every_echo_and_loses_none() {
 }
 
 #[test]
+fn relay_in_failure_only_mode_gets_no_acks_and_loses_none() {
+    let url = real_node();
+    let args =
+        ["relay", "--pairs", "20", "--duration-secs", "1", "--warmup-secs", "0", "--ack", "failures-only"];
+    let (out, v) = bench(&url, &args);
+    let s = &v["scenarios"][0]["data"];
+    assert_eq!(s["ack"], "failures-only", "{out}");
+    assert_eq!(s["lost"], 0, "{out}");
+    assert_eq!(s["out_of_order"], 0, "{out}");
+    assert_eq!(s["duplicated"], 0, "{out}");
+    assert!(s["echoed"].as_u64().unwrap() > 100, "{out}");
+    assert_eq!(s["errors"], serde_json::json!({}), "{out}");
+}
+
+#[test]
 fn capacity_holds_every_client_and_looks_up_its_topic() {
     let url = real_node();
     let (out, v) = bench(&url, &["capacity", "--clients", "200", "--settle-secs", "0"]);
