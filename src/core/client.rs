@@ -586,10 +586,12 @@ impl Client {
             self.failures = 1;
             // Requests on the lost connection are sent again on the next one.
             // `in_flight` is in insertion order, which is request id order.
-            let mut back: Vec<Pending> = (self.in_flight.take_all().into_iter())
-                .map(|(_, p)| p)
-                .filter(|p| !matches!(p.purpose, Purpose::Rejoin))
-                .collect();
+            let mut back = Vec::new();
+            for (_, p) in self.in_flight.take_all() {
+                if !matches!(p.purpose, Purpose::Rejoin) {
+                    back.push(p);
+                }
+            }
             back.append(&mut self.queued);
             self.queued = back;
             self.set_state(ClientState::Offline);
@@ -696,13 +698,14 @@ impl Client {
         }
         let deadline = now + self.config.request_timeout_ms;
         // Re-joins go first, then what waited for the connection, all paced.
-        let mut rejoin: Vec<Pending> = (self.topics.iter())
-            .map(|(t, a)| Pending {
-                body: RequestBody::Join { topic: *t, announce: *a },
+        let mut rejoin = Vec::new();
+        for (&topic, &announce) in self.topics.iter() {
+            rejoin.push(Pending {
+                body: RequestBody::Join { topic, announce },
                 purpose: Purpose::Rejoin,
                 deadline,
-            })
-            .collect();
+            });
+        }
         rejoin.append(&mut self.queued);
         self.queued = rejoin;
         self.flush(now);
@@ -910,17 +913,16 @@ impl Client {
         if self.start_deadline.take().is_some() {
             self.emit(Event::StartFailed(err.clone()));
         }
-        let pending: Vec<Pending> = self
-            .in_flight
-            .take_all()
-            .into_iter()
-            .map(|(_, p)| p)
-            .chain(core::mem::take(&mut self.queued))
-            .collect();
-        for p in pending {
+        let mut ops = Vec::new();
+        for p in
+            self.in_flight.take_all().into_iter().map(|(_, p)| p).chain(core::mem::take(&mut self.queued))
+        {
             if let Purpose::Op(op) | Purpose::Lookup { op, .. } = p.purpose {
-                self.emit(Event::OpDone { op, result: Err(ClientError::new(err.code, err.message.clone())) });
+                ops.push(op);
             }
+        }
+        for op in ops {
+            self.emit(Event::OpDone { op, result: Err(err.clone()) });
         }
         // No byes: there is no link left to carry them.
         self.peers.close_all(false, &err);
