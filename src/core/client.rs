@@ -742,7 +742,8 @@ impl Client {
         while n < self.queued.len() && self.in_flight.len() + n < MAX_IN_FLIGHT && self.pacer.try_take(now) {
             n += 1;
         }
-        let batch: Vec<Pending> = self.queued.drain(..n).collect();
+        let rest = self.queued.split_off(n);
+        let batch = core::mem::replace(&mut self.queued, rest);
         for p in batch {
             let id = self.next_request;
             self.next_request += 1;
