@@ -521,7 +521,9 @@ impl Client {
             let Some(id) = self.in_flight.iter().find(|(_, p)| p.deadline <= now).map(|(id, _)| *id) else {
                 break;
             };
-            dead.extend(self.in_flight.remove(&id));
+            if let Some(p) = self.in_flight.remove(&id) {
+                dead.push(p);
+            }
         }
         let mut i = 0;
         while i < self.queued.len() {
@@ -777,9 +779,9 @@ impl Client {
                 }
                 Purpose::Rejoin | Purpose::Signal { .. } => {}
             },
-            ResponseBody::Lookup { peers: page, next_cursor } => {
+            ResponseBody::Lookup { peers: mut page, next_cursor } => {
                 let Purpose::Lookup { op, want, mut peers } = p.purpose else { return };
-                peers.extend(page);
+                peers.append(&mut page);
                 let RequestBody::Lookup { topic, .. } = p.body else { return };
                 match next_cursor {
                     Some(cursor) if (peers.len() as u64) < u64::from(want) => {
@@ -915,9 +917,12 @@ impl Client {
             self.emit(Event::StartFailed(err.clone()));
         }
         let mut ops = Vec::new();
-        for p in
-            self.in_flight.take_all().into_iter().map(|(_, p)| p).chain(core::mem::take(&mut self.queued))
-        {
+        for (_, p) in self.in_flight.take_all() {
+            if let Purpose::Op(op) | Purpose::Lookup { op, .. } = p.purpose {
+                ops.push(op);
+            }
+        }
+        for p in core::mem::take(&mut self.queued) {
             if let Purpose::Op(op) | Purpose::Lookup { op, .. } = p.purpose {
                 ops.push(op);
             }
