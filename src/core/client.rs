@@ -534,7 +534,9 @@ impl Client {
             let Some(id) = self.in_flight.iter().find(|(_, p)| p.deadline <= now).map(|(id, _)| *id) else {
                 break;
             };
-            dead.extend(self.in_flight.remove(&id));
+            if let Some(p) = self.in_flight.remove(&id) {
+                dead.push(p);
+            }
         }
         let mut i = 0;
         while i < self.queued.len() {
@@ -599,10 +601,12 @@ impl Client {
             self.failures = 1;
             // Requests on the lost connection are sent again on the next one.
             // `in_flight` is in insertion order, which is request id order.
-            let mut back: Vec<Pending> = (self.in_flight.take_all().into_iter())
-                .map(|(_, p)| p)
-                .filter(|p| !matches!(p.purpose, Purpose::Rejoin))
-                .collect();
+            let mut back = Vec::new();
+            for (_, p) in self.in_flight.take_all() {
+                if !matches!(p.purpose, Purpose::Rejoin) {
+                    back.push(p);
+                }
+            }
             back.append(&mut self.queued);
             self.queued = back;
             // Failure-only signals are not sent again: whether they arrived is unknown.
@@ -711,13 +715,14 @@ impl Client {
         }
         let deadline = now + self.config.request_timeout_ms;
         // Re-joins go first, then what waited for the connection, all paced.
-        let mut rejoin: Vec<Pending> = (self.topics.iter())
-            .map(|(t, a)| Pending {
-                body: RequestBody::Join { topic: *t, announce: *a },
+        let mut rejoin = Vec::new();
+        for (&topic, &announce) in self.topics.iter() {
+            rejoin.push(Pending {
+                body: RequestBody::Join { topic, announce },
                 purpose: Purpose::Rejoin,
                 deadline,
-            })
-            .collect();
+            });
+        }
         rejoin.append(&mut self.queued);
         self.queued = rejoin;
         self.flush(now);
@@ -754,7 +759,8 @@ impl Client {
         while n < self.queued.len() && self.in_flight.len() + n < MAX_IN_FLIGHT && self.pacer.try_take(now) {
             n += 1;
         }
-        let batch: Vec<Pending> = self.queued.drain(..n).collect();
+        let rest = self.queued.split_off(n);
+        let batch = core::mem::replace(&mut self.queued, rest);
         for p in batch {
             let id = self.next_request;
             self.next_request += 1;
@@ -810,9 +816,9 @@ impl Client {
                 }
                 Purpose::Rejoin | Purpose::Signal { .. } => {}
             },
-            ResponseBody::Lookup { peers: page, next_cursor } => {
+            ResponseBody::Lookup { peers: mut page, next_cursor } => {
                 let Purpose::Lookup { op, want, mut peers } = p.purpose else { return };
-                peers.extend(page);
+                peers.append(&mut page);
                 let RequestBody::Lookup { topic, .. } = p.body else { return };
                 match next_cursor {
                     Some(cursor) if (peers.len() as u64) < u64::from(want) => {
@@ -947,17 +953,19 @@ impl Client {
         if self.start_deadline.take().is_some() {
             self.emit(Event::StartFailed(err.clone()));
         }
-        let pending: Vec<Pending> = self
-            .in_flight
-            .take_all()
-            .into_iter()
-            .map(|(_, p)| p)
-            .chain(core::mem::take(&mut self.queued))
-            .collect();
-        for p in pending {
+        let mut ops = Vec::new();
+        for (_, p) in self.in_flight.take_all() {
             if let Purpose::Op(op) | Purpose::Lookup { op, .. } = p.purpose {
-                self.emit(Event::OpDone { op, result: Err(ClientError::new(err.code, err.message.clone())) });
+                ops.push(op);
             }
+        }
+        for p in core::mem::take(&mut self.queued) {
+            if let Purpose::Op(op) | Purpose::Lookup { op, .. } = p.purpose {
+                ops.push(op);
+            }
+        }
+        for op in ops {
+            self.emit(Event::OpDone { op, result: Err(err.clone()) });
         }
         // No byes: there is no link left to carry them.
         self.peers.close_all(false, &err);

@@ -63,20 +63,23 @@ impl ServerList {
     /// The node in use sent `node_urls` in its `Welcome`: they become the first learned URLs.
     pub fn learn(&mut self, node_urls: &[String]) {
         let in_use = self.current().to_owned();
-        let (configured, learned_old) = self.urls.split_at(self.configured);
-        let mut learned: Vec<String> = Vec::new();
         // The node in use stays (when it was learned): it is where a reconnect goes first.
-        let fresh = (self.current >= self.configured).then_some(&in_use).into_iter();
-        for url in fresh.chain(node_urls).chain(learned_old) {
-            if learned.len() >= MAX_LEARNED {
-                break;
-            }
-            if acceptable(url) && !configured.contains(url) && !learned.contains(url) {
-                learned.push(url.clone());
+        let fresh = if self.current >= self.configured { core::slice::from_ref(&in_use) } else { &[] };
+        let learned_old = self.urls.split_off(self.configured);
+        let mut learned: Vec<String> = Vec::new();
+        // Plain loops over the three lists: an iterator chain costs more wasm.
+        for list in [fresh, node_urls, &learned_old] {
+            for url in list {
+                if learned.len() < MAX_LEARNED
+                    && acceptable(url)
+                    && !self.urls.contains(url)
+                    && !learned.contains(url)
+                {
+                    learned.push(url.clone());
+                }
             }
         }
-        self.urls.truncate(self.configured);
-        self.urls.extend(learned);
+        self.urls.append(&mut learned);
         self.current = self.urls.iter().position(|u| *u == in_use).unwrap_or(0);
     }
 }

@@ -63,8 +63,12 @@ impl Engine {
         for (s, e) in seed.iter_mut().zip(config.iter().skip(32)) {
             *s = *e;
         }
-        let servers = config.get(40..).unwrap_or_default();
-        let servers = servers.split(|b| *b == b'\n').filter(|s| !s.is_empty()).map(text).collect();
+        let mut servers = Vec::new();
+        for url in config.get(40..).unwrap_or_default().split(|b| *b == b'\n') {
+            if !url.is_empty() {
+                servers.push(text(url));
+            }
+        }
         let peer_id = peer_id.unwrap_or(PeerId::from_array([0; 32]));
         let mut config = Config::new(servers, peer_id, u64::from_le_bytes(seed));
         if connect_timeout_ms > 0 {
@@ -164,8 +168,8 @@ impl Engine {
     /// needed, 6 closed (`a` why), 7 a WebRTC call failed (`a` why). `texts` is `a`, `b` and `c`
     /// in UTF-8, separated by 0 bytes (none of them contains one).
     pub fn report(&mut self, now: f64, handle: u32, kind: u32, n: f64, texts: &[u8]) {
-        let mut texts = texts.split(|b| *b == 0).map(text);
-        let mut next = || texts.next().unwrap_or_default();
+        let mut texts = texts.split(|b| *b == 0);
+        let mut next = || text(texts.next().unwrap_or_default());
         let (h, now, a, b, c) = (Handle::from_raw(handle), ms(now), next(), next(), next());
         let core = &mut self.core;
         match kind {
