@@ -508,7 +508,8 @@ impl Replica {
             self.start_sync(origin, vec![batch], now, fx);
             return;
         }
-        o.published = o.published.max(batch.first_seq.saturating_add(batch.deltas.len() as u64).saturating_sub(1));
+        o.published =
+            o.published.max(batch.first_seq.saturating_add(batch.deltas.len() as u64).saturating_sub(1));
         o.gap_since.get_or_insert(now);
         o.ahead.push(batch);
     }
@@ -544,7 +545,9 @@ impl Replica {
         let seq = o.seq;
         // Numbers start at 1 (the wire decoder refuses 0); an empty batch moves nothing. Found by
         // the `node_core` fuzz target: an empty batch numbered 0 underflowed `last` below.
-        let Some(last) = batch.first_seq.saturating_add(batch.deltas.len() as u64).checked_sub(1) else { return true };
+        let Some(last) = batch.first_seq.saturating_add(batch.deltas.len() as u64).checked_sub(1) else {
+            return true;
+        };
         if batch.deltas.is_empty() {
             return true;
         }
