@@ -499,8 +499,8 @@ export class SignalClient extends EventTarget {
   #pump() {
     const e = this.#engine;
     // An output may close the client (a listener calls close()): then the rest is dropped.
-    for (let o; e && this.#engine === e; this.#out(o)) {
-      o = readOutput(poll(e));
+    while (e && this.#engine === e) {
+      const o = readOutput(poll(e));
       if (o[0] === 23) {
         const at = o[1];
         if (at === this.#at) return;
@@ -514,6 +514,12 @@ export class SignalClient extends EventTarget {
           this.#timer = setTimeout(tick, Math.min(at - 1 - Date.now(), 2 ** 31 - 1));
         }
         return;
+      }
+      // A browser call that throws must not strand the outputs after it.
+      try {
+        this.#out(o);
+      } catch (error) {
+        this.#dispatch('error', { error: SignalMeshError.from(error) });
       }
     }
   }
