@@ -425,20 +425,14 @@ impl Raw {
     pub async fn send(&mut self, fin: bool, opcode: u8, payload: &[u8]) {
         use tokio::io::AsyncWriteExt;
         let key = [0x12, 0x34, 0x56, 0x78];
-        let mut out = vec![(if fin { 0x80 } else { 0 }) | opcode];
-        match payload.len() {
-            n @ 0..=125 => out.push(0x80 | n as u8),
-            n @ 126..=0xffff => {
-                out.push(0x80 | 126);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                out.push(0x80 | 127);
-                out.extend_from_slice(&(n as u64).to_be_bytes());
-            }
+        let mut out = Vec::with_capacity(14 + payload.len());
+        signal_mesh_ws::encode_masked_header(&mut out, opcode, payload.len(), key);
+        if !fin {
+            out[0] &= 0x7f;
         }
-        out.extend_from_slice(&key);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i & 3]));
+        let body = out.len();
+        out.extend_from_slice(payload);
+        signal_mesh_ws::unmask(&mut out[body..], key);
         self.tcp.write_all(&out).await.expect("write frame");
     }
 
