@@ -196,6 +196,88 @@ async fn a_thousand_signals_in_flight_cross_nodes_once_and_in_order() {
     b.assert_silent(Duration::from_millis(300)).await;
 }
 
+/// Both nodes push large signals at each other over their one TCP connection at once. Yamux
+/// stops reading a connection while a `Pong` it owes cannot be written (rust-yamux #227), so two
+/// nodes with full TCP send buffers used to stop reading each other for good and every signal
+/// ended `PEER_UNREACHABLE`; the link's byte window keeps the buffers from filling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_signals_flooding_a_tcp_link_both_ways_all_arrive() {
+    let _serial = SERIAL.lock().await;
+    let nodes = mesh(2, || {
+        let mut c = mesh_config();
+        c.requests_per_second = 100_000;
+        c.request_burst = 100_000;
+        c.presence_ttl_ms = 30_000;
+        c.forward_timeout_ms = 5_000;
+        // Room for a whole burst within each sender's share (an eighth): a busy receiver is
+        // not what this test is about.
+        c.outbound_queue_bytes = 16 << 20;
+        c
+    })
+    .await;
+    const CLIENTS: usize = 8;
+    const ROUNDS: u32 = 12;
+    const BURST: u32 = 16;
+    const PAYLOAD: usize = 30 * 1024;
+    let t = topic("flood");
+    let mut left = Vec::new();
+    let mut right = Vec::new();
+    for _ in 0..CLIENTS {
+        left.push(Client::connect(nodes[0].local_addr()).await);
+        let mut b = Client::connect(nodes[1].local_addr()).await;
+        assert_eq!(b.join(t, true).await, ok());
+        right.push(b);
+    }
+    for a in &mut left {
+        assert_eq!(a.join(t, true).await, ok());
+    }
+    let everyone: BTreeSet<PeerId> = left.iter().chain(&right).map(Client::peer).collect();
+    await_lookup(&mut left[0], t, &everyone).await;
+    await_lookup(&mut right[0], t, &everyone).await;
+    // Each client sends bursts to its partner on the other node and reads the partner's.
+    let run = |mut me: Client, partner: PeerId| async move {
+        for round in 0..ROUNDS {
+            let mut ids = Vec::new();
+            for i in 0..BURST {
+                let mut payload = vec![0u8; PAYLOAD];
+                payload[..8].copy_from_slice(&(u64::from(round * BURST + i)).to_be_bytes());
+                let id = me.take_id();
+                let ack = signal_mesh_proto::AckMode::Always;
+                me.feed(ClientMessage::Request {
+                    id,
+                    body: RequestBody::Signal { to: partner, payload: payload.into(), ack },
+                })
+                .await;
+                ids.push(id);
+            }
+            me.flush().await;
+            for i in 0..BURST {
+                let signal = me.wait_for(|m| match m {
+                    ServerMessage::Event(Event::Signal { from, payload }) => Some((*from, payload.clone())),
+                    _ => None,
+                });
+                let (from, payload) =
+                    tokio::time::timeout(CONVERGE, signal).await.expect("the partner's signal arrives");
+                assert_eq!(from, partner);
+                assert_eq!(payload[..8], u64::from(round * BURST + i).to_be_bytes(), "in order, once");
+            }
+            for id in ids {
+                let body = tokio::time::timeout(CONVERGE, me.response(id)).await.expect("answered");
+                assert_eq!(body, ok(), "signal {id} of round {round}");
+            }
+        }
+    };
+    let mut tasks = Vec::new();
+    for (a, b) in left.into_iter().zip(right) {
+        let (pa, pb) = (a.peer(), b.peer());
+        tasks.push(tokio::spawn(run(a, pb)));
+        tasks.push(tokio::spawn(run(b, pa)));
+    }
+    for task in tasks {
+        task.await.expect("a client's run succeeds");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failure_only_signals_cross_the_mesh_unanswered_and_failures_come_back_with_their_ids() {
     let _serial = SERIAL.lock().await;

@@ -33,6 +33,15 @@ use crate::outbox::{OutboxReplier, PushError};
 const LINK_QUEUE: usize = 4096;
 /// Signals written but not yet answered on one link.
 const MAX_IN_FLIGHT: usize = 8192;
+/// Bytes of signals written but not yet answered on one link (the last signal written may pass
+/// it). Why a byte window: Yamux 0.13 stops reading a connection while a `Pong` it owes cannot
+/// be written (rust-yamux #227), so two nodes whose TCP send buffers are both full stop reading
+/// each other for good. Bounded this far below what the kernel buffers of a TCP connection hold,
+/// signal traffic cannot fill a send buffer, and the link kept flowing at P = 1,000 where it
+/// used to stall (BENCHMARKS.md, "The signal link stall").
+const MAX_IN_FLIGHT_BYTES: usize = 128 * 1024;
+/// What a forwarded signal adds to the window besides its payload (two peer ids, framing).
+const FORWARD_OVERHEAD: usize = 80;
 /// Most signals written in one batch.
 const WRITE_BATCH: usize = 256;
 /// A link task with nothing to do for this long ends (it is started again on demand).
@@ -233,15 +242,16 @@ async fn run_stream(
     metrics: &Metrics,
 ) {
     // Answers a signal and records how long it took (its deadline is its send time + timeout).
-    let settle = |(reply, deadline): (ReplyTo, Instant), error: Option<ErrorCode>| {
-        let took = timeout.saturating_sub(deadline.saturating_duration_since(Instant::now()));
+    let settle = |sent: Sent, error: Option<ErrorCode>| {
+        let took = timeout.saturating_sub(sent.deadline.saturating_duration_since(Instant::now()));
         metrics.relayed(took, error);
-        reply.answer(error);
+        sent.reply.answer(error);
     };
     let (read, mut write) = stream.split();
     let (results_tx, mut results) = mpsc::channel::<ResultFrame>(RESULT_QUEUE);
     let reader = tokio::spawn(read_results(node, read, results_tx));
-    let mut pending: BTreeMap<u64, (ReplyTo, Instant)> = BTreeMap::new();
+    let mut pending: BTreeMap<u64, Sent> = BTreeMap::new();
+    let mut in_flight_bytes = 0usize;
     let mut next_seq = 1u64;
     let mut batch: Vec<Forward> = vec![first];
     let mut out = BytesMut::new();
@@ -252,9 +262,11 @@ async fn run_stream(
             for fwd in batch.drain(..) {
                 let seq = next_seq;
                 next_seq += 1;
+                let bytes = fwd.payload.len() + FORWARD_OVERHEAD;
+                in_flight_bytes += bytes;
                 LinkFrame::Forward(ForwardFrame { seq, from: fwd.from, to: fwd.to, payload: fwd.payload })
                     .encode_into(&mut out);
-                pending.insert(seq, (fwd.reply, deadline));
+                pending.insert(seq, Sent { reply: fwd.reply, deadline, bytes });
             }
             let written = tokio::time::timeout(timeout, async {
                 write.write_all(&out).await?;
@@ -270,26 +282,40 @@ async fn run_stream(
         if !rx_open && pending.is_empty() {
             break;
         }
-        let next_deadline = pending.values().map(|(_, d)| *d).min();
+        // Signals are sent in order, so the first pending one has the earliest deadline.
+        let next_deadline = pending.values().next().map(|s| s.deadline);
+        let room = pending.len() < MAX_IN_FLIGHT && in_flight_bytes < MAX_IN_FLIGHT_BYTES;
         tokio::select! {
-            n = rx.recv_many(&mut batch, WRITE_BATCH), if rx_open && pending.len() < MAX_IN_FLIGHT => {
-                if n == 0 {
+            first = rx.recv(), if rx_open && room => match first {
+                Some(first) => {
+                    // Take what else is queued, as far as the window allows.
+                    let mut bytes = in_flight_bytes + first.payload.len() + FORWARD_OVERHEAD;
+                    batch.push(first);
+                    while batch.len() < WRITE_BATCH && bytes < MAX_IN_FLIGHT_BYTES {
+                        let Ok(fwd) = rx.try_recv() else { break };
+                        bytes += fwd.payload.len() + FORWARD_OVERHEAD;
+                        batch.push(fwd);
+                    }
+                }
+                None => {
                     // The directory is gone: nothing more will be sent; wait for the results.
                     rx_open = false;
                     if pending.is_empty() {
                         break;
                     }
                 }
-            }
+            },
             result = results.recv() => match result {
                 Some(r) => {
-                    if let Some(sent) = pending.remove(&r.seq) {
-                        settle(sent, r.error);
-                    }
-                    while let Ok(r) = results.try_recv() {
+                    let mut settle_one = |r: ResultFrame| {
                         if let Some(sent) = pending.remove(&r.seq) {
+                            in_flight_bytes -= sent.bytes;
                             settle(sent, r.error);
                         }
+                    };
+                    settle_one(r);
+                    while let Ok(r) = results.try_recv() {
+                        settle_one(r);
                     }
                 }
                 // The stream ended or broke the protocol.
@@ -297,12 +323,13 @@ async fn run_stream(
             },
             () = sleep_until(next_deadline) => {
                 let now = Instant::now();
-                let late: Vec<u64> = pending.iter().filter(|(_, (_, d))| *d <= now).map(|(s, _)| *s).collect();
+                let late: Vec<u64> = pending.iter().take_while(|(_, s)| s.deadline <= now).map(|(seq, _)| *seq).collect();
                 if !late.is_empty() {
                     warn!(%node, signals = late.len(), "signals not confirmed in time: PEER_UNREACHABLE");
                 }
                 for seq in late {
                     if let Some(sent) = pending.remove(&seq) {
+                        in_flight_bytes -= sent.bytes;
                         settle(sent, Some(ErrorCode::PeerUnreachable));
                     }
                 }
@@ -316,6 +343,15 @@ async fn run_stream(
     for fwd in batch {
         fwd.reply.answer(Some(ErrorCode::PeerUnreachable));
     }
+}
+
+/// A signal written on a link, waiting for its result.
+struct Sent {
+    reply: ReplyTo,
+    /// When it is answered `PEER_UNREACHABLE` without a result.
+    deadline: Instant,
+    /// What it counts against [`MAX_IN_FLIGHT_BYTES`].
+    bytes: usize,
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
