@@ -107,11 +107,17 @@ async fn shutdown_signal() {
 }
 
 /// Logs to stderr at the level in `SIGNAL_MESH_LOG` (default `info`).
+///
+/// The default leaves out Kademlia's behaviour warnings: it warns "Failed to trigger bootstrap:
+/// No known peers" whenever a node without links gets a listen address, which is every lone
+/// node's start; the mesh's own log says at INFO when links come and go.
 fn init_logging(format: LogFormat) {
-    let filter: Targets = std::env::var("SIGNAL_MESH_LOG")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
+    let filter: Targets =
+        std::env::var("SIGNAL_MESH_LOG").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            Targets::new()
+                .with_default(tracing::Level::INFO)
+                .with_target("libp2p_kad::behaviour", tracing::Level::ERROR)
+        });
     let registry = tracing_subscriber::registry().with(filter);
     match format {
         LogFormat::Plain => {

@@ -41,6 +41,9 @@ const MAX_MALFORMED: u32 = 16;
 const MAX_LINKS: usize = 128;
 /// How often unconnected known nodes and bootstrap addresses are dialed again.
 const REDIAL: Duration = Duration::from_secs(5);
+/// How often the Kademlia routing table is refreshed while this node has links. Kademlia's own
+/// periodic bootstrap is off: on a lone node it warned "No known peers" every five minutes.
+const KAD_REFRESH: Duration = Duration::from_secs(300);
 
 /// Why the mesh could not start.
 #[derive(Debug, thiserror::Error)]
@@ -265,6 +268,7 @@ impl Mesh {
                 );
                 let mut kad_config = kad::Config::new(names.kad.clone());
                 kad_config.set_query_timeout(Duration::from_secs(10));
+                kad_config.set_periodic_bootstrap_interval(None);
                 let mut kad =
                     kad::Behaviour::with_config(local, kad::store::MemoryStore::new(local), kad_config);
                 kad.set_mode(Some(kad::Mode::Server));
@@ -450,7 +454,7 @@ impl Mesh {
             control: control_rx,
             connected: HashSet::new(),
             gossip_dials: HashMap::new(),
-            bootstrapped: false,
+            kad_refreshed: None,
             metrics: self.metrics,
             p2p_metrics: self.p2p_metrics,
         };
@@ -487,7 +491,8 @@ struct EventLoop {
     connected: HashSet<NodeKey>,
     /// Nodes dialed because gossip told of them, and when (see `link_to`).
     gossip_dials: HashMap<NodeKey, Instant>,
-    bootstrapped: bool,
+    /// When Kademlia was last bootstrapped (`None`: not yet, no link so far).
+    kad_refreshed: Option<Instant>,
     metrics: Metrics,
     p2p_metrics: Libp2pMetrics,
 }
@@ -603,10 +608,20 @@ impl EventLoop {
         }
     }
 
+    /// Bootstraps Kademlia (a lookup of this node's own key), which refreshes its routing table.
+    fn refresh_kad(&mut self) {
+        self.kad_refreshed = Some(Instant::now());
+        if let Err(e) = self.swarm.behaviour_mut().kad.bootstrap() {
+            debug!(error = %e, "kademlia bootstrap not started");
+        }
+    }
+
     /// Dials known nodes that are not connected (after a partition or a restart).
     fn redial(&mut self) {
         if self.connected.is_empty() {
             self.dial_bootstrap();
+        } else if self.kad_refreshed.is_some_and(|at| at.elapsed() >= KAD_REFRESH) {
+            self.refresh_kad();
         }
         let known: Vec<NodeKey> = self
             .swarm
@@ -843,9 +858,8 @@ impl EventLoop {
                     // Learn its presence now instead of waiting for its heartbeat.
                     self.fetch(peer_id);
                 }
-                if !self.bootstrapped {
-                    self.bootstrapped = true;
-                    let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                if self.kad_refreshed.is_none() {
+                    self.refresh_kad();
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. }))
