@@ -31,7 +31,7 @@ use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use signal_mesh_proto::{ErrorCode, NodeId, PeerId, ServerMessage, encode_server};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio::time::{Instant, timeout};
 use tracing::{debug, info, warn};
 
@@ -101,15 +101,19 @@ pub(crate) async fn upgrade(State(shared): State<Arc<Shared>>, mut request: Requ
     // longer counts as pending once upgraded.
     let ticket = request.extensions_mut().remove::<Arc<ConnTicket>>();
     let permit = shared.connections.clone().try_acquire_owned().ok();
+    // This task owns the connection's state; `connection` borrows it. An `async fn` that takes
+    // its arguments by value keeps them twice in its future (the arguments and the locals they
+    // are moved to), and this future is most of an idle client's memory (BENCHMARKS.md, "Idle
+    // memory"). The ticket and the permit are released when the task ends.
     tokio::spawn(async move {
-        if let Ok(upgraded) = on_upgrade.await {
-            if let Some(ticket) = &ticket {
-                ticket.upgraded();
-            }
-            let _open = shared.metrics.edge_open();
-            connection(Socket::new(TokioIo::new(upgraded), &shared), shared, permit).await;
+        let Ok(upgraded) = on_upgrade.await else { return };
+        if let Some(ticket) = &ticket {
+            ticket.upgraded();
         }
-        drop(ticket);
+        let _open = shared.metrics.edge_open();
+        let mut sock = Socket::new(TokioIo::new(upgraded), &shared);
+        connection(&mut sock, &shared, permit.is_some()).await;
+        drop((permit, ticket));
     });
     let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let headers = response.headers_mut();
@@ -253,28 +257,29 @@ struct Link {
     queue: OutboxReceiver,
 }
 
-async fn connection(mut sock: Socket, shared: Arc<Shared>, permit: Option<OwnedSemaphorePermit>) {
-    if permit.is_none() {
+/// Serves one upgraded connection; `admitted`: it holds one of the `--max-connections` permits.
+async fn connection(sock: &mut Socket, shared: &Shared, admitted: bool) {
+    if !admitted {
         let refused = shared.refused.fetch_add(1, Ordering::Relaxed) + 1;
         // Logged at 1, 2, 4, 8, ... refusals: visible, but no flood under overload.
         if refused.is_power_of_two() {
             warn!(refused, "connection refused: at the connection limit (OVERLOADED)");
         }
         shared.metrics.edge_closed(Some(ErrorCode::Overloaded));
-        Box::pin(goodbye(&mut sock, ErrorCode::Overloaded, "the node is at its connection limit")).await;
+        Box::pin(goodbye(sock, ErrorCode::Overloaded, "the node is at its connection limit")).await;
         return;
     }
     let conn: ConnId = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let mut shutdown = shared.shutdown.clone();
     if *shutdown.borrow_and_update() {
         shared.metrics.edge_closed(Some(ErrorCode::ShuttingDown));
-        Box::pin(goodbye(&mut sock, ErrorCode::ShuttingDown, "the node is shutting down")).await;
+        Box::pin(goodbye(sock, ErrorCode::ShuttingDown, "the node is shutting down")).await;
         return;
     }
     let mut nonce = [0u8; signal_mesh_proto::auth::NONCE_LEN];
     if getrandom::fill(&mut nonce).is_err() {
         shared.metrics.edge_closed(Some(ErrorCode::Internal));
-        Box::pin(goodbye(&mut sock, ErrorCode::Internal, "no randomness for the challenge")).await;
+        Box::pin(goodbye(sock, ErrorCode::Internal, "no randomness for the challenge")).await;
         return;
     }
     debug!(conn, "connection accepted");
@@ -285,7 +290,7 @@ async fn connection(mut sock: Socket, shared: Arc<Shared>, permit: Option<OwnedS
     let end = if sock.flush().await.is_err() {
         End::Gone("socket error")
     } else {
-        serve(&mut sock, &shared, conn, &mut session, &mut link, &mut shutdown).await
+        serve(sock, shared, conn, &mut session, &mut link, &mut shutdown).await
     };
 
     if let Some(link) = &link {
@@ -313,10 +318,9 @@ async fn connection(mut sock: Socket, shared: Arc<Shared>, permit: Option<OwnedS
             } else {
                 info!(conn, ?peer, %code, %reason, "connection closed by node");
             }
-            Box::pin(goodbye(&mut sock, code, &reason)).await;
+            Box::pin(goodbye(sock, code, &reason)).await;
         }
     }
-    drop(permit);
 }
 
 /// Bytes waiting to be written at which the connection stops reading from the client: replies
