@@ -4,7 +4,7 @@
 // Frames are proven to arrive by `getStats()`: inbound-rtp `framesDecoded` grows.
 
 import assert from 'node:assert/strict';
-import { after, afterEach, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import {
   FAKE_MEDIA_ARGS,
   Suite,
@@ -12,6 +12,7 @@ import {
   checkPrerequisites,
   launchBrowserWith,
   sleep,
+  useSuite,
 } from '../lib/harness.mjs';
 
 class MediaSuite extends Suite {
@@ -23,21 +24,12 @@ class MediaSuite extends Suite {
   }
 }
 
-const suite = new MediaSuite('media');
-let node;
-
-before(async () => {
-  await suite.setup();
-  node = await suite.node();
-}, { timeout: 60_000 });
-
-afterEach(() => suite.closePages());
-
-after(() => suite.close());
+const env = useSuite(new MediaSuite('media'));
+const { suite } = env;
 
 /** A page with a client in `window.M` that records connections, remote tracks and channels. */
 async function mediaPage() {
-  const page = await suite.page(node);
+  const page = await suite.page(env.node);
   await page.eval(async (T, url) => {
     const M = { conns: new Map(), tracks: [], channels: [], messages: [] };
     window.M = M;
@@ -62,7 +54,7 @@ async function mediaPage() {
       });
       return out;
     };
-  }, node.wsUrl);
+  }, env.node.wsUrl);
   page.peerId = await page.eval(() => window.M.client.peerId);
   return page;
 }

@@ -7,12 +7,16 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { after, afterEach, before, describe, test } from 'node:test';
-import { Suite, TMP, TestPage, WAIT_MS, exchange, uniqueTopic, waitLookup } from '../lib/harness.mjs';
+import { describe, test } from 'node:test';
+import { TMP, TestPage, WAIT_MS, exchange, uniqueTopic, useSuite, waitLookup } from '../lib/harness.mjs';
 
-const suite = new Suite('tls');
-let node;
-let origin;
+const env = useSuite('tls', {
+  node: () => {
+    const { cert, key } = makeCertificate();
+    return { args: ['--tls-cert', cert, '--tls-key', key] };
+  },
+});
+const { suite } = env;
 
 /** Writes a self-signed certificate and key for 127.0.0.1 and localhost; returns their paths. */
 function makeCertificate() {
@@ -35,6 +39,7 @@ async function httpsPage() {
   const page = await context.newPage();
   page.setDefaultTimeout(WAIT_MS);
   const label = `p${suite.contexts.length}`;
+  const origin = `https://127.0.0.1:${env.node.port}`;
   const lines = [];
   suite.consoles.set(label, lines);
   page.on('console', (msg) => lines.push(`[${msg.type()}] ${msg.text()}`));
@@ -46,20 +51,9 @@ async function httpsPage() {
   return tp;
 }
 
-before(async () => {
-  await suite.setup();
-  const { cert, key } = makeCertificate();
-  node = await suite.node({ args: ['--tls-cert', cert, '--tls-key', key] });
-  origin = `https://127.0.0.1:${node.port}`;
-}, { timeout: 60_000 });
-
-afterEach(() => suite.closePages());
-
-after(() => suite.close());
-
 describe('signal-mesh over wss:// with the node\'s built-in TLS', { timeout: 120_000 }, () => {
   test('two https pages connect over wss://, find each other and open a data channel', { timeout: 60_000 }, suite.wrap(async () => {
-    const wss = `wss://127.0.0.1:${node.port}/signal`;
+    const wss = `wss://127.0.0.1:${env.node.port}/signal`;
     const a = await httpsPage();
     const b = await httpsPage();
     assert.equal(await a.eval(() => location.protocol), 'https:');
@@ -93,7 +87,7 @@ describe('signal-mesh over wss:// with the node\'s built-in TLS', { timeout: 120
       ws.onopen = () => resolve(true);
       ws.onerror = () => resolve(false);
       setTimeout(() => resolve(false), 5000);
-    }), `ws://127.0.0.1:${node.port}/signal`);
+    }), `ws://127.0.0.1:${env.node.port}/signal`);
     assert.equal(opened, false);
   }));
 });
