@@ -385,11 +385,12 @@ export class Suite {
   }
 
   /**
-   * Opens `path` (default the test page) from `origin` in a new browser context and waits until
-   * the page's test helpers are ready. Returns a `TestPage`.
+   * Opens `path` (default the test page) from `origin` in a new browser context (made with
+   * `contextOptions`, e.g. `{ ignoreHTTPSErrors: true }`) and waits until the page's test helpers
+   * are ready. Returns a `TestPage`.
    */
-  async page(origin, pagePath = '/test.html', { waitReady = true } = {}) {
-    const context = await this.browser.newContext();
+  async page(origin, pagePath = '/test.html', { waitReady = true, contextOptions = {} } = {}) {
+    const context = await this.browser.newContext(contextOptions);
     this.contexts.push(context);
     const page = await context.newPage();
     page.setDefaultTimeout(WAIT_MS);

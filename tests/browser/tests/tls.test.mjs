@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, test } from 'node:test';
-import { TMP, TestPage, WAIT_MS, exchange, uniqueTopic, useSuite, waitLookup } from '../lib/harness.mjs';
+import { TMP, exchange, uniqueTopic, useSuite, waitLookup } from '../lib/harness.mjs';
 
 const env = useSuite('tls', {
   node: () => {
@@ -33,22 +33,8 @@ function makeCertificate() {
 }
 
 /** A page loaded over https:// from the node, in a context that accepts the test certificate. */
-async function httpsPage() {
-  const context = await suite.browser.newContext({ ignoreHTTPSErrors: true });
-  suite.contexts.push(context);
-  const page = await context.newPage();
-  page.setDefaultTimeout(WAIT_MS);
-  const label = `p${suite.contexts.length}`;
-  const origin = `https://127.0.0.1:${env.node.port}`;
-  const lines = [];
-  suite.consoles.set(label, lines);
-  page.on('console', (msg) => lines.push(`[${msg.type()}] ${msg.text()}`));
-  page.on('pageerror', (err) => lines.push(`[pageerror] ${err.message}`));
-  const res = await page.goto(`${origin}/test.html`, { timeout: WAIT_MS });
-  assert.equal(res?.status(), 200, `GET ${origin}/test.html`);
-  const tp = new TestPage(page, label, lines);
-  await tp.ready();
-  return tp;
+function httpsPage() {
+  return suite.page(`https://127.0.0.1:${env.node.port}`, '/test.html', { contextOptions: { ignoreHTTPSErrors: true } });
 }
 
 describe('signal-mesh over wss:// with the node\'s built-in TLS', { timeout: 120_000 }, () => {
