@@ -356,8 +356,10 @@ export function launchBrowser() {
  * `await suite.close()` in `after()` tears everything down even after a failure.
  */
 export class Suite {
-  constructor(name) {
+  /** `browserArgs`: Chromium switches beyond `chromiumArgs` (e.g. `FAKE_MEDIA_ARGS`). */
+  constructor(name, { browserArgs = [] } = {}) {
     this.name = name;
+    this.browserArgs = browserArgs;
     this.browser = null;
     this.nodes = [];
     this.contexts = [];
@@ -368,7 +370,7 @@ export class Suite {
   async setup() {
     checkPrerequisites();
     this.site = assembleSite(`site-${this.name}`);
-    this.browser = await launchBrowser();
+    this.browser = await launchBrowserWith(this.browserArgs);
     return this;
   }
 

@@ -5,26 +5,9 @@
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import {
-  FAKE_MEDIA_ARGS,
-  Suite,
-  assembleSite,
-  checkPrerequisites,
-  launchBrowserWith,
-  sleep,
-  useSuite,
-} from '../lib/harness.mjs';
+import { FAKE_MEDIA_ARGS, Suite, sleep, useSuite } from '../lib/harness.mjs';
 
-class MediaSuite extends Suite {
-  async setup() {
-    checkPrerequisites();
-    this.site = assembleSite(`site-${this.name}`);
-    this.browser = await launchBrowserWith(FAKE_MEDIA_ARGS);
-    return this;
-  }
-}
-
-const env = useSuite(new MediaSuite('media'));
+const env = useSuite(new Suite('media', { browserArgs: FAKE_MEDIA_ARGS }));
 const { suite } = env;
 
 /** A page with a client in `window.M` that records connections, remote tracks and channels. */
