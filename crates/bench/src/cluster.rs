@@ -1,7 +1,8 @@
-//! A mesh of `signal-mesh-node` processes on 127.0.0.1, for the cross-node scenarios: the first
-//! node gets a key file and a known libp2p port, every other node bootstraps from it. Nodes can
-//! be added later (mesh join) and killed (eviction). Every node is registered with the watchdog,
-//! so a run that overstays `--max-seconds` leaves no process behind.
+//! A mesh of `signal-mesh-node` processes on 127.0.0.1, for the cross-node scenarios (`mesh`,
+//! `relay --cross-node`): the first node gets a key file and a known libp2p port (TCP, or UDP for
+//! QUIC), every other node bootstraps from it. Nodes can be added later (mesh join) and killed
+//! (eviction). Every node is registered with the watchdog, so a run that overstays
+//! `--max-seconds` leaves no process behind.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,11 +29,13 @@ pub struct ClusterSpec {
     pub log_prefix: String,
     /// `--max-connections` of each node (minus the generator's margin).
     pub max_connections: u64,
+    /// Join the nodes over QUIC instead of TCP + Yamux.
+    pub quic: bool,
 }
 
 impl ClusterSpec {
     /// The spec the global flags ask for: `--node-bin`, `--node-core`/`--no-pin`, `--node-arg`
-    /// (after `extra_args`), logs next to `--node-log`.
+    /// (after `extra_args`), logs next to `--node-log`; over TCP + Yamux.
     pub fn from_global(g: &Global, prefix: &str, extra_args: &[String], max_connections: u64) -> ClusterSpec {
         let mut args = extra_args.to_vec();
         args.extend(g.node_args.iter().cloned());
@@ -43,6 +46,7 @@ impl ClusterSpec {
             log_dir: g.node_log.parent().map(PathBuf::from).unwrap_or_default(),
             log_prefix: prefix.to_owned(),
             max_connections,
+            quic: false,
         }
     }
 }
@@ -55,10 +59,6 @@ pub struct Cluster {
     pub nodes: Vec<NodeProcess>,
     /// The first node's libp2p address with its id: every later node bootstraps from it.
     pub bootstrap: String,
-}
-
-fn free_port() -> Result<u16, BenchError> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 impl Cluster {
@@ -74,15 +74,16 @@ impl Cluster {
         if !out.status.success() || id.is_empty() {
             return Err(BenchError::Process(format!("`{} id` failed: {line}", spec.binary.display())));
         }
-        let p2p = free_port()?;
-        let bootstrap = format!("/ip4/127.0.0.1/tcp/{p2p}/p2p/{id}");
+        let listen = if spec.quic {
+            let port = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
+            format!("/ip4/127.0.0.1/udp/{port}/quic-v1")
+        } else {
+            format!("/ip4/127.0.0.1/tcp/{}", node::free_port()?)
+        };
+        let bootstrap = format!("{listen}/p2p/{id}");
         let mut cluster = Cluster { spec, nodes: Vec::new(), bootstrap };
-        let first = vec![
-            "--key-file".to_owned(),
-            key.display().to_string(),
-            "--p2p-listen".to_owned(),
-            format!("/ip4/127.0.0.1/tcp/{p2p}"),
-        ];
+        let first =
+            vec!["--key-file".to_owned(), key.display().to_string(), "--p2p-listen".to_owned(), listen];
         cluster.start_node(first)?;
         for _ in 1..n {
             cluster.add()?;
@@ -119,6 +120,11 @@ impl Cluster {
     /// The command line of the first node, for the report.
     pub fn command(&self) -> Option<&str> {
         self.nodes.first().map(|n| n.command.as_str())
+    }
+
+    /// Hands the nodes over to the caller, who stops them and forgets them with the watchdog.
+    pub fn into_nodes(mut self) -> Vec<NodeProcess> {
+        std::mem::take(&mut self.nodes)
     }
 }
 

@@ -217,9 +217,7 @@ pub fn targets(g: &Global, max_connections: u64) -> Result<Targets, BenchError> 
         log: g.node_log.clone(),
     };
     let n = NodeProcess::start(&spec, max_connections + 100)?;
-    if let Ok(mut pids) = STARTED_NODES.lock() {
-        pids.push(n.pid);
-    }
+    track_node(n.pid);
     Ok(Targets {
         urls: vec![n.url.clone()],
         pids: vec![n.pid],
@@ -229,9 +227,10 @@ pub fn targets(g: &Global, max_connections: u64) -> Result<Targets, BenchError> 
     })
 }
 
-/// Starts `nodes` node processes joined as a mesh over libp2p on 127.0.0.1 (each pinned to
-/// `--node-core`, so together they get one core), waits until each is serving, and targets them
-/// all: client `i` goes to node `i % nodes`, and CPU and memory are their sums.
+/// Starts `nodes` node processes joined as a mesh over libp2p on 127.0.0.1 (a [`cluster::Cluster`],
+/// each node pinned to `--node-core`, so together they get one core), waits until each is
+/// serving, and targets them all: client `i` goes to node `i % nodes`, and CPU and memory are
+/// their sums.
 pub fn mesh_targets(
     g: &Global,
     max_connections: u64,
@@ -241,32 +240,23 @@ pub fn mesh_targets(
     if !g.urls.is_empty() {
         return Err(BenchError::Usage("a scenario that starts a mesh does not take --url".into()));
     }
-    let binary = g.node_bin.clone().unwrap_or_else(node::default_binary);
-    let boot = node::MeshBoot::with_transport(&binary, &PathBuf::from("target/bench-relay-mesh"), quic)?;
-    let sources = (1..=g.source_ips.max(1)).map(|x| std::net::IpAddr::from([127, 0, 0, x])).collect();
-    let mut t = Targets { urls: Vec::new(), pids: Vec::new(), started: Vec::new(), command: None, sources };
-    if g.source_ips <= 1 {
-        t.sources.clear();
-    }
-    for i in 0..nodes {
-        let mut extra = boot.args(i);
-        extra.extend(g.node_args.iter().cloned());
-        let spec = NodeSpec {
-            binary: binary.clone(),
-            core: (!g.no_pin).then_some(g.node_core),
-            extra_args: extra,
-            log: g.node_log.with_file_name(format!("bench-relay-mesh-node{}.log", i + 1)),
-        };
-        let n = NodeProcess::start(&spec, max_connections + 100)?;
-        if let Ok(mut pids) = STARTED_NODES.lock() {
-            pids.push(n.pid);
-        }
-        t.urls.push(n.url.clone());
-        t.pids.push(n.pid);
-        t.command.get_or_insert_with(|| n.command.clone());
-        t.started.push(n);
-    }
-    Ok(t)
+    let spec = cluster::ClusterSpec {
+        quic,
+        ..cluster::ClusterSpec::from_global(g, "bench-relay-mesh-node", &[], max_connections + 100)
+    };
+    let started = cluster::Cluster::start(spec, nodes)?.into_nodes();
+    let sources = if g.source_ips <= 1 {
+        Vec::new()
+    } else {
+        (1..=g.source_ips).map(|x| std::net::IpAddr::from([127, 0, 0, x])).collect()
+    };
+    Ok(Targets {
+        urls: started.iter().map(|n| n.url.clone()).collect(),
+        pids: started.iter().map(|n| n.pid).collect(),
+        command: started.first().map(|n| n.command.clone()),
+        started,
+        sources,
+    })
 }
 
 fn watchdog(limit: Duration) {

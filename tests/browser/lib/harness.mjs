@@ -4,12 +4,14 @@
 //
 // Every wait here is bounded; a helper that times out throws an Error naming what it waited for.
 
+import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { after, afterEach, before } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
@@ -345,18 +347,8 @@ function removeDir(dir) {
 }
 
 /** Launches one headless Chromium with exactly `chromiumArgs` and a fresh user data dir. */
-export async function launchBrowser() {
-  fs.mkdirSync(TMP, { recursive: true });
-  const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'signal-mesh-chromium-'));
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    ignoreDefaultArgs: true,
-    args: chromiumArgs(userDataDir),
-    timeout: 30_000,
-  });
-  browser.signalMeshUserDataDir = userDataDir;
-  return browser;
+export function launchBrowser() {
+  return launchBrowserWith([]);
 }
 
 /**
@@ -364,8 +356,10 @@ export async function launchBrowser() {
  * `await suite.close()` in `after()` tears everything down even after a failure.
  */
 export class Suite {
-  constructor(name) {
+  /** `browserArgs`: Chromium switches beyond `chromiumArgs` (e.g. `FAKE_MEDIA_ARGS`). */
+  constructor(name, { browserArgs = [] } = {}) {
     this.name = name;
+    this.browserArgs = browserArgs;
     this.browser = null;
     this.nodes = [];
     this.contexts = [];
@@ -376,7 +370,7 @@ export class Suite {
   async setup() {
     checkPrerequisites();
     this.site = assembleSite(`site-${this.name}`);
-    this.browser = await launchBrowser();
+    this.browser = await launchBrowserWith(this.browserArgs);
     return this;
   }
 
@@ -393,11 +387,12 @@ export class Suite {
   }
 
   /**
-   * Opens `path` (default the test page) from `origin` in a new browser context and waits until
-   * the page's test helpers are ready. Returns a `TestPage`.
+   * Opens `path` (default the test page) from `origin` in a new browser context (made with
+   * `contextOptions`, e.g. `{ ignoreHTTPSErrors: true }`) and waits until the page's test helpers
+   * are ready. Returns a `TestPage`.
    */
-  async page(origin, pagePath = '/test.html', { waitReady = true } = {}) {
-    const context = await this.browser.newContext();
+  async page(origin, pagePath = '/test.html', { waitReady = true, contextOptions = {} } = {}) {
+    const context = await this.browser.newContext(contextOptions);
     this.contexts.push(context);
     const page = await context.newPage();
     page.setDefaultTimeout(WAIT_MS);
@@ -456,6 +451,33 @@ export class Suite {
     await Promise.allSettled(this.nodes.map((n) => n.stop()));
     this.nodes = [];
   }
+}
+
+/**
+ * Registers a test file's hooks for `suite` (a `Suite` or the name of a new one) and returns
+ * `{ suite, node, nodes }`:
+ * - `before` (bounded by `timeout`) runs `prepare()` if given, `suite.setup()`, then starts the
+ *   file's nodes: a mesh of `mesh` nodes with `startMesh(suite, mesh, meshArgs)` into `nodes`, or
+ *   else one node with `suite.node(node)` into `node` (`node` may be a function giving the options
+ *   when the hook runs; `false` starts none);
+ * - `afterEach` closes the test's pages (unless `closePages` is false);
+ * - `after` tears everything down.
+ * `node` and `nodes` are read in the tests, once `before` has run.
+ */
+export function useSuite(
+  suite,
+  { node = {}, mesh = 0, meshArgs = [], prepare, closePages = true, timeout = 60_000 } = {},
+) {
+  const env = { suite: typeof suite === 'string' ? new Suite(suite) : suite, node: null, nodes: [] };
+  before(async () => {
+    if (prepare) await prepare();
+    await env.suite.setup();
+    if (mesh) env.nodes = await startMesh(env.suite, mesh, meshArgs);
+    else if (node) env.node = await env.suite.node(typeof node === 'function' ? node() : node);
+  }, { timeout });
+  if (closePages) afterEach(() => env.suite.closePages());
+  after(() => env.suite.close());
+  return env;
 }
 
 /**
@@ -573,6 +595,52 @@ export function stats(values) {
   return { n: s.length, min: s[0], median, p90: rank(90), max: s[s.length - 1] };
 }
 
+/**
+ * Times `connect()` (page clock) from the client in page `a` to a fresh client on page `b` per
+ * trial, created with `servers: [server]` and named `b1`, `b2`, ...: one warm-up trial (the first
+ * RTCPeerConnection in the process), then `trials` measured ones. `beforeConnect(info, name)` (the
+ * new client's `create` answer and name) runs before each connect and is not timed (e.g. a join and
+ * a lookup until `a` finds the client). Every trial must hand out an open channel that carries a
+ * message. Returns the measured times (ms).
+ */
+export async function connectTrials(a, b, server, trials, beforeConnect = async () => {}) {
+  const times = [];
+  for (let i = -1; i < trials; i++) {
+    const name = `b${i + 1}`;
+    const info = await b.call('create', { servers: [server] }, name);
+    await beforeConnect(info, name);
+    const conn = await a.call('connect', info.peerId);
+    assert.equal(conn.stateAtHandout, 'open');
+    await a.call('send', conn.id, `trial ${i}`);
+    await b.waitFor((T, x) => T.received(x.peer, x.text, x.name), { peer: a.peerId, text: `trial ${i}`, name }, {
+      what: `trial ${i} message`,
+    });
+    if (i >= 0) times.push(conn.ms);
+    await a.call('closeConn', conn.id);
+    await b.call('close', name);
+  }
+  return times;
+}
+
+/**
+ * Prints `stats(times)` as `<what> over <n> trials (ms): median .., p90 .., min .., max ..` (to the
+ * test's diagnostics and stdout) and writes them, with every trial and the Chromium version, to
+ * `.tmp/<file>`. Returns the stats.
+ */
+export function reportTrials(t, suite, what, times, file) {
+  const s = stats(times);
+  const line = `${what} over ${s.n} trials (ms): median ${s.median.toFixed(1)}, ` +
+    `p90 ${s.p90.toFixed(1)}, min ${s.min.toFixed(1)}, max ${s.max.toFixed(1)}`;
+  t.diagnostic(line);
+  console.log(line);
+  fs.mkdirSync(TMP, { recursive: true });
+  fs.writeFileSync(
+    path.join(TMP, file),
+    JSON.stringify({ ...s, trials: times, chromium: suite.browser.version(), at: new Date().toISOString() }, null, 2),
+  );
+  return s;
+}
+
 export { withTimeout };
 
 // ---------------------------------------------------------------------------------------------------
@@ -635,7 +703,7 @@ export async function exchange(from, to, text, { timeout = WAIT_MS } = {}) {
 /** Chromium switches for a fake camera and microphone that need no permission prompt. */
 export const FAKE_MEDIA_ARGS = ['--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream'];
 
-/** Launches one headless Chromium with `chromiumArgs` plus `extra`, like `launchBrowser`. */
+/** Launches one headless Chromium with `chromiumArgs` plus `extra` and a fresh user data dir. */
 export async function launchBrowserWith(extra) {
   fs.mkdirSync(TMP, { recursive: true });
   const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'signal-mesh-chromium-'));

@@ -2,36 +2,27 @@
 // ways, reject, simultaneous connect, bad input, topic hashing and the plain ES-module import.
 
 import assert from 'node:assert/strict';
-import { after, afterEach, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import {
   BAD_INPUT_CODES,
-  Suite,
   exchange,
   onlineClient,
   sleep,
   topicHex,
   uniqueTopic,
+  useSuite,
   waitLookup,
 } from '../lib/harness.mjs';
 
-const suite = new Suite('basic');
-let node;
-
-before(async () => {
-  await suite.setup();
-  node = await suite.node();
-}, { timeout: 60_000 });
-
-afterEach(() => suite.closePages());
-
-after(() => suite.close());
+const env = useSuite('basic');
+const { suite } = env;
 
 const HEX64 = /^[0-9a-f]{64}$/;
 
 describe('signal-mesh in headless Chromium, one node', { timeout: 120_000 }, () => {
   test('(1) two pages join a topic, see each other by event and by lookup, and talk both ways', { timeout: 60_000 }, suite.wrap(async () => {
-    const a = await onlineClient(suite, node);
-    const b = await onlineClient(suite, node);
+    const a = await onlineClient(suite, env.node);
+    const b = await onlineClient(suite, env.node);
     assert.match(a.peerId, HEX64);
     assert.match(b.peerId, HEX64);
     assert.notEqual(a.peerId, b.peerId);
@@ -78,8 +69,8 @@ describe('signal-mesh in headless Chromium, one node', { timeout: 120_000 }, () 
   }));
 
   test('closing a connection on one side is reported on the other', { timeout: 60_000 }, suite.wrap(async () => {
-    const a = await onlineClient(suite, node);
-    const b = await onlineClient(suite, node);
+    const a = await onlineClient(suite, env.node);
+    const b = await onlineClient(suite, env.node);
     const conn = await a.call('connect', b.peerId);
     await b.waitFor((T, x) => T.connTo(x), a.peerId, { what: 'connection event on B' });
     await exchange(a, b, 'before close');
@@ -92,8 +83,8 @@ describe('signal-mesh in headless Chromium, one node', { timeout: 120_000 }, () 
 
   test('(5) a rejected offer reaches the initiator as REJECTED within a second', { timeout: 60_000 }, suite.wrap(async () => {
     // A timeout would take 15 s; REJECTED must come from the reject itself.
-    const a = await onlineClient(suite, node, { connectTimeoutMs: 15_000 });
-    const b = await onlineClient(suite, node);
+    const a = await onlineClient(suite, env.node, { connectTimeoutMs: 15_000 });
+    const b = await onlineClient(suite, env.node);
 
     for (const mode of ['reject', 'reject-async']) {
       await b.call('setIncoming', mode);
@@ -118,8 +109,8 @@ describe('signal-mesh in headless Chromium, one node', { timeout: 120_000 }, () 
   }));
 
   test('(6) simultaneous connect from both sides ends with exactly one connection each side', { timeout: 60_000 }, suite.wrap(async () => {
-    const a = await onlineClient(suite, node);
-    const b = await onlineClient(suite, node);
+    const a = await onlineClient(suite, env.node);
+    const b = await onlineClient(suite, env.node);
     const at = Date.now() + 400;
     const [ra, rb] = await Promise.all([
       a.try('connectAt', b.peerId, at),
@@ -138,8 +129,8 @@ describe('signal-mesh in headless Chromium, one node', { timeout: 120_000 }, () 
   }));
 
   test('(7) bad input from the app gets typed errors and the client survives', { timeout: 60_000 }, suite.wrap(async () => {
-    const a = await onlineClient(suite, node);
-    const b = await onlineClient(suite, node);
+    const a = await onlineClient(suite, env.node);
+    const b = await onlineClient(suite, env.node);
     const expectCode = async (what, r, codes) => {
       assert.equal(r.ok, false, `${what} succeeded`);
       assert.ok(codes.includes(r.error.code), `${what}: code ${r.error.code} not in ${codes} (${JSON.stringify(r.error)})`);
@@ -164,9 +155,9 @@ describe('signal-mesh in headless Chromium, one node', { timeout: 120_000 }, () 
     await expectCode('join(31-byte topic)', await a.try('join', { hex: 'ab'.repeat(31) }), BAD_INPUT_CODES);
 
     await expectCode('lookup(limit 0)', await a.try('lookup', 'some-topic', { limit: 0 }), BAD_INPUT_CODES);
-    await expectCode('create(http:// server)', await a.try('create', { servers: [node.httpUrl] }, 'http'), BAD_INPUT_CODES);
+    await expectCode('create(http:// server)', await a.try('create', { servers: [env.node.httpUrl] }, 'http'), BAD_INPUT_CODES);
     await expectCode('create({ servers: [] })', await a.try('create', { servers: [] }, 'empty'), BAD_INPUT_CODES);
-    await expectCode('create(16-byte identity)', await a.try('create', { servers: [node.wsUrl], identityHex: '01'.repeat(16) }, 'short-id'), BAD_INPUT_CODES);
+    await expectCode('create(16-byte identity)', await a.try('create', { servers: [env.node.wsUrl], identityHex: '01'.repeat(16) }, 'short-id'), BAD_INPUT_CODES);
 
     // An unknown but well-formed peer id is PEER_NOT_FOUND, not a timeout.
     await expectCode('connect(unknown peer)', await a.try('connect', '5a'.repeat(32)), ['PEER_NOT_FOUND']);
@@ -182,8 +173,8 @@ describe('signal-mesh in headless Chromium, one node', { timeout: 120_000 }, () 
   }));
 
   test('a string topic is the SHA-256 of its UTF-8 name (crypto.subtle.digest in the page)', { timeout: 60_000 }, suite.wrap(async () => {
-    const a = await onlineClient(suite, node);
-    const b = await onlineClient(suite, node);
+    const a = await onlineClient(suite, env.node);
+    const b = await onlineClient(suite, env.node);
     const name = `${uniqueTopic('sha')}-gr\u00fc\u00dfe-\u{1f600}`;
     const pageHex = await b.call('sha256Hex', name);
     assert.equal(pageHex, await topicHex(name));
@@ -199,28 +190,28 @@ describe('signal-mesh in headless Chromium, one node', { timeout: 120_000 }, () 
   }));
 
   test('a 32-byte identity seed gives a stable peer id across clients', { timeout: 60_000 }, suite.wrap(async () => {
-    const page = await suite.page(node);
+    const page = await suite.page(env.node);
     const seed = '07'.repeat(32);
-    const first = await page.call('create', { servers: [node.wsUrl], identityHex: seed }, 'first');
+    const first = await page.call('create', { servers: [env.node.wsUrl], identityHex: seed }, 'first');
     assert.equal(first.state, 'online');
     assert.equal(await page.call('close', 'first'), 'closed');
-    const again = await page.call('create', { servers: [node.wsUrl], identityHex: seed }, 'again');
+    const again = await page.call('create', { servers: [env.node.wsUrl], identityHex: seed }, 'again');
     assert.equal(again.peerId, first.peerId);
-    const other = await page.call('create', { servers: [node.wsUrl], identityHex: '08'.repeat(32) }, 'other');
+    const other = await page.call('create', { servers: [env.node.wsUrl], identityHex: '08'.repeat(32) }, 'other');
     assert.notEqual(other.peerId, first.peerId);
   }));
 
   test('the package imports in a plain ES-module page with no bundler and no init call', { timeout: 60_000 }, suite.wrap(async () => {
-    const page = await suite.page(node, '/plain.html', { waitReady: false });
+    const page = await suite.page(env.node, '/plain.html', { waitReady: false });
     await page.page.waitForFunction(() => window.PLAIN && window.PLAIN.loaded, null, { timeout: 10_000 });
     assert.equal(await page.page.evaluate(() => window.PLAIN.imported), 'function');
-    const info = await page.page.evaluate((servers) => window.plainCreate(servers), [node.wsUrl]);
+    const info = await page.page.evaluate((servers) => window.plainCreate(servers), [env.node.wsUrl]);
     assert.equal(info.state, 'online');
     assert.match(info.peerId, HEX64);
     assert.equal(info.isEventTarget, true, 'SignalClient is an EventTarget');
 
     // The package's named exports include the client and the error class.
-    const t = await suite.page(node);
+    const t = await suite.page(env.node);
     const names = await t.call('exports');
     assert.ok(names.includes('SignalClient'), `exports: ${names}`);
     assert.ok(names.includes('SignalMeshError'), `exports: ${names}`);

@@ -4,24 +4,15 @@
 
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import { after, afterEach, before, describe, test } from 'node:test';
-import { Suite, onlineClient, topicHex, uniqueTopic } from '../lib/harness.mjs';
+import { describe, test } from 'node:test';
+import { onlineClient, topicHex, uniqueTopic, useSuite } from '../lib/harness.mjs';
 
-const suite = new Suite('review');
-let node;
-
-before(async () => {
-  await suite.setup();
-  node = await suite.node();
-}, { timeout: 60_000 });
-
-afterEach(() => suite.closePages());
-
-after(() => suite.close());
+const env = useSuite('review');
+const { suite } = env;
 
 describe('review fixes of the SignalClient', { timeout: 240_000 }, () => {
   test('close() frees the engine: 200 clients created and closed leave none alive and memory flat', { timeout: 120_000 }, suite.wrap(async (t) => {
-    const page = await suite.page(node);
+    const page = await suite.page(env.node);
     const r = await page.eval(async (T, url) => {
       const glue = await import('/pkg/signal_mesh.js');
       const wasm = await glue.default();
@@ -45,7 +36,7 @@ describe('review fixes of the SignalClient', { timeout: 240_000 }, () => {
       try { await c.join('x'); } catch (e) { code = e.code; }
       const afterAll = glue.liveEngines();
       return { warm, end, code, afterAll };
-    }, node.wsUrl);
+    }, env.node.wsUrl);
     t.diagnostic(`wasm memory after 20 clients ${r.warm.bytes} B, after 200 more ${r.end.bytes} B`);
     assert.equal(r.warm.live, 0, 'engines alive after 20 create/close');
     assert.equal(r.end.live, 0, 'engines alive after 220 create/close');
@@ -87,8 +78,8 @@ describe('review fixes of the SignalClient', { timeout: 240_000 }, () => {
   }));
 
   test('an AbortSignal aborts connect() and lookup() with ABORTED, and the client goes on', { timeout: 60_000 }, suite.wrap(async () => {
-    const a = await onlineClient(suite, node);
-    const b = await onlineClient(suite, node);
+    const a = await onlineClient(suite, env.node);
+    const b = await onlineClient(suite, env.node);
     // b never answers offers: a's connect waits until aborted.
     await b.eval((T) => { T.clients.get('c').client.onIncoming = () => new Promise(() => {}); });
     const r = await a.eval(async (T, peer) => {
@@ -121,14 +112,14 @@ describe('review fixes of the SignalClient', { timeout: 240_000 }, () => {
   }));
 
   test('the identity (WebCrypto in the facade) is the Ed25519 key of the seed, and nodes accept its signatures', { timeout: 60_000 }, suite.wrap(async () => {
-    const page = await suite.page(node);
+    const page = await suite.page(env.node);
     const seeds = ['01'.repeat(32), 'a5'.repeat(32)];
     for (const seedHex of seeds) {
       const prefix = Buffer.from('302e020100300506032b657004220420', 'hex');
       const key = crypto.createPrivateKey({ key: Buffer.concat([prefix, Buffer.from(seedHex, 'hex')]), format: 'der', type: 'pkcs8' });
       const expected = Buffer.from(crypto.createPublicKey(key).export({ format: 'jwk' }).x, 'base64url').toString('hex');
       // create() resolves only after the node verified the signature of its challenge.
-      const info = await page.call('create', { servers: [node.wsUrl], identityHex: seedHex }, `id-${seedHex.slice(0, 2)}`);
+      const info = await page.call('create', { servers: [env.node.wsUrl], identityHex: seedHex }, `id-${seedHex.slice(0, 2)}`);
       assert.equal(info.peerId, expected, 'peer id = Ed25519 public key of the seed (Node crypto)');
       assert.equal(info.state, 'online');
     }
@@ -143,8 +134,8 @@ describe('review fixes of the SignalClient', { timeout: 240_000 }, () => {
   }));
 
   test('peer events carry detail.topicName when the app joined by name, and only then', { timeout: 60_000 }, suite.wrap(async () => {
-    const a = await onlineClient(suite, node);
-    const b = await onlineClient(suite, node);
+    const a = await onlineClient(suite, env.node);
+    const b = await onlineClient(suite, env.node);
     const name = uniqueTopic('named');
     const hex = await topicHex(name);
     await a.call('join', name);

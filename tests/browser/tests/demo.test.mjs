@@ -5,18 +5,14 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { after, before, test } from 'node:test';
-import { REPO, Suite, TMP, assembleSite, uniqueTopic } from '../lib/harness.mjs';
+import { test } from 'node:test';
+import { REPO, TMP, assembleSite, uniqueTopic, useSuite } from '../lib/harness.mjs';
 
-const suite = new Suite('demo');
-let node;
-
-before(async () => {
-  await suite.setup();
-  node = await suite.node({ staticDir: assembleSite('demo-site', path.join(REPO, 'www')) });
-}, { timeout: 60_000 });
-
-after(() => suite.close());
+const env = useSuite('demo', {
+  node: () => ({ staticDir: assembleSite('demo-site', path.join(REPO, 'www')) }),
+  closePages: false,
+});
+const { suite } = env;
 
 test('the demo chat: two tabs in a room connect and exchange messages', { timeout: 60_000 }, suite.wrap(async (t) => {
   const room = uniqueTopic('demo');
@@ -26,7 +22,7 @@ test('the demo chat: two tabs in a room connect and exchange messages', { timeou
     const page = await context.newPage();
     const errors = [];
     page.on('pageerror', (e) => errors.push(e.message));
-    await page.goto(`${node.httpUrl}/#${encodeURIComponent(room)}`, { timeout: 10_000 });
+    await page.goto(`${env.node.httpUrl}/#${encodeURIComponent(room)}`, { timeout: 10_000 });
     await page.waitForFunction(() => window.demo && window.demo.client.state === 'online', null, { timeout: 10_000 });
     await page.fill('#nick', nick);
     await page.dispatchEvent('#nick', 'change');

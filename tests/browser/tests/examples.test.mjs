@@ -7,7 +7,7 @@ import { execFile } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { after, afterEach, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import {
   FAKE_MEDIA_ARGS,
@@ -19,6 +19,7 @@ import {
   launchBrowserWith,
   sleep,
   uniqueTopic,
+  useSuite,
 } from '../lib/harness.mjs';
 
 const run = promisify(execFile);
@@ -32,8 +33,14 @@ class ExamplesSuite extends Suite {
   }
 }
 
-const suite = new ExamplesSuite('examples');
 const dirs = {};
+const { suite } = useSuite(new ExamplesSuite('examples'), {
+  node: false,
+  prepare: async () => {
+    for (const name of ['file-transfer', 'video-call', 'vite-react']) dirs[name] = await install(name);
+  },
+  timeout: 600_000,
+});
 
 /** Copies `examples/<name>` (without node_modules or dist) and installs the package into it. */
 async function install(name) {
@@ -52,15 +59,6 @@ async function install(name) {
   assert.ok(!fs.lstatSync(installed).isSymbolicLink(), `${name}: the package is copied, not linked`);
   return dir;
 }
-
-before(async () => {
-  for (const name of ['file-transfer', 'video-call', 'vite-react']) dirs[name] = await install(name);
-  await suite.setup();
-}, { timeout: 600_000 });
-
-afterEach(() => suite.closePages());
-
-after(() => suite.close());
 
 async function openExample(node, room) {
   const p = await suite.page(node, `/?room=${encodeURIComponent(room)}`, { waitReady: false });

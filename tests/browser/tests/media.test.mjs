@@ -4,40 +4,15 @@
 // Frames are proven to arrive by `getStats()`: inbound-rtp `framesDecoded` grows.
 
 import assert from 'node:assert/strict';
-import { after, afterEach, before, describe, test } from 'node:test';
-import {
-  FAKE_MEDIA_ARGS,
-  Suite,
-  assembleSite,
-  checkPrerequisites,
-  launchBrowserWith,
-  sleep,
-} from '../lib/harness.mjs';
+import { describe, test } from 'node:test';
+import { FAKE_MEDIA_ARGS, Suite, sleep, useSuite } from '../lib/harness.mjs';
 
-class MediaSuite extends Suite {
-  async setup() {
-    checkPrerequisites();
-    this.site = assembleSite(`site-${this.name}`);
-    this.browser = await launchBrowserWith(FAKE_MEDIA_ARGS);
-    return this;
-  }
-}
-
-const suite = new MediaSuite('media');
-let node;
-
-before(async () => {
-  await suite.setup();
-  node = await suite.node();
-}, { timeout: 60_000 });
-
-afterEach(() => suite.closePages());
-
-after(() => suite.close());
+const env = useSuite(new Suite('media', { browserArgs: FAKE_MEDIA_ARGS }));
+const { suite } = env;
 
 /** A page with a client in `window.M` that records connections, remote tracks and channels. */
 async function mediaPage() {
-  const page = await suite.page(node);
+  const page = await suite.page(env.node);
   await page.eval(async (T, url) => {
     const M = { conns: new Map(), tracks: [], channels: [], messages: [] };
     window.M = M;
@@ -62,7 +37,7 @@ async function mediaPage() {
       });
       return out;
     };
-  }, node.wsUrl);
+  }, env.node.wsUrl);
   page.peerId = await page.eval(() => window.M.client.peerId);
   return page;
 }

@@ -1,23 +1,16 @@
 // Six pages form a full mesh of data channels: 15 connections, each verified with a message each way.
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import { Suite, exchange, onlineClient, uniqueTopic, waitLookup } from '../lib/harness.mjs';
+import { test } from 'node:test';
+import { exchange, onlineClient, uniqueTopic, useSuite, waitLookup } from '../lib/harness.mjs';
 
-const suite = new Suite('mesh');
-let node;
-
-before(async () => {
-  await suite.setup();
-  node = await suite.node();
-}, { timeout: 60_000 });
-
-after(() => suite.close());
+const env = useSuite('mesh', { closePages: false });
+const { suite } = env;
 
 test('(2) six pages form a full mesh of data channels (15 connections)', { timeout: 150_000 }, suite.wrap(async (t) => {
   const N = 6;
   const pages = [];
-  for (let i = 0; i < N; i++) pages.push(await onlineClient(suite, node, { connectTimeoutMs: 30_000 }));
+  for (let i = 0; i < N; i++) pages.push(await onlineClient(suite, env.node, { connectTimeoutMs: 30_000 }));
   const topic = uniqueTopic('mesh');
   for (const p of pages) await p.call('join', topic);
   for (const p of pages) {

@@ -3,23 +3,21 @@
 // open a data channel, and see a crashed node's peers leave.
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import { Suite, exchange, onlineClient, startMesh, topicHex, uniqueTopic, waitLookup } from '../lib/harness.mjs';
+import { test } from 'node:test';
+import { exchange, onlineClient, topicHex, uniqueTopic, useSuite, waitLookup } from '../lib/harness.mjs';
 
 const TTL_MS = 4000;
-const suite = new Suite('nodes');
-let nodes;
-
-before(async () => {
-  await suite.setup();
-  nodes = await startMesh(suite, 3, ['--presence-ttl-ms', String(TTL_MS), '--heartbeat-ms', '500']);
-}, { timeout: 90_000 });
-
-after(() => suite.close());
+const env = useSuite('nodes', {
+  mesh: 3,
+  meshArgs: ['--presence-ttl-ms', String(TTL_MS), '--heartbeat-ms', '500'],
+  closePages: false,
+  timeout: 90_000,
+});
+const { suite } = env;
 
 test('(mesh 1) pages on two nodes find each other by event and lookup and open a data channel', { timeout: 90_000 }, suite.wrap(async (t) => {
-  const a = await onlineClient(suite, nodes[0]);
-  const b = await onlineClient(suite, nodes[1]);
+  const a = await onlineClient(suite, env.nodes[0]);
+  const b = await onlineClient(suite, env.nodes[1]);
   const topic = uniqueTopic('two-nodes');
   const hex = await topicHex(topic);
   await a.call('join', topic);
@@ -44,8 +42,8 @@ test('(mesh 1) pages on two nodes find each other by event and lookup and open a
 }));
 
 test('(mesh 2) a crashed node\'s page leaves: the other page gets peer-left within the TTL', { timeout: 90_000 }, suite.wrap(async (t) => {
-  const a = await onlineClient(suite, nodes[0]);
-  const c = await onlineClient(suite, nodes[2]);
+  const a = await onlineClient(suite, env.nodes[0]);
+  const c = await onlineClient(suite, env.nodes[2]);
   const topic = uniqueTopic('crash');
   const hex = await topicHex(topic);
   await a.call('join', topic);
@@ -56,7 +54,7 @@ test('(mesh 2) a crashed node\'s page leaves: the other page gets peer-left with
   // network first, so that the crash is all the mesh sees.
   await c.page.context().setOffline(true);
   const killed = Date.now();
-  await nodes[2].stop({ signal: 'SIGKILL' });
+  await env.nodes[2].stop({ signal: 'SIGKILL' });
   await a.waitFor(
     (T, x) => T.events('c', 'peer-left').slice(0).some((e) => e.detail.peerId === x.peer && e.detail.topic === x.hex),
     { peer: c.peerId, hex, from: mark },
@@ -70,15 +68,15 @@ test('(mesh 2) a crashed node\'s page leaves: the other page gets peer-left with
 }));
 
 test('(mesh 3) a page configured with one node fails over to a node it learned from Welcome when that node dies', { timeout: 90_000 }, suite.wrap(async (t) => {
-  // nodes[2] was killed above; nodes[0] and nodes[1] remain. The page knows only nodes[1]'s URL.
-  const d = await onlineClient(suite, nodes[1]);
-  const watcher = await onlineClient(suite, nodes[0]);
+  // env.nodes[2] was killed above; env.nodes[0] and env.nodes[1] remain. The page knows only env.nodes[1]'s URL.
+  const d = await onlineClient(suite, env.nodes[1]);
+  const watcher = await onlineClient(suite, env.nodes[0]);
   const topic = uniqueTopic('failover');
   await d.call('join', topic);
   await waitLookup(watcher, topic, [d.peerId], { timeout: 15_000 });
   const killed = Date.now();
-  await nodes[1].stop({ signal: 'SIGKILL' });
-  // The page goes offline, then online again on nodes[0] (from Welcome.node_urls) and re-joins.
+  await env.nodes[1].stop({ signal: 'SIGKILL' });
+  // The page goes offline, then online again on env.nodes[0] (from Welcome.node_urls) and re-joins.
   await d.waitFor((T) => T.state() === 'online' && T.events('c', 'statechange').some((e) => e.detail && e.detail.state !== 'online'), undefined, {
     timeout: 30_000,
     what: 'the page back online on another node',

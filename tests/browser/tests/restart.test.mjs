@@ -1,22 +1,18 @@
 // Recovery: the node restarts under live clients, and failover across two server URLs.
 
 import assert from 'node:assert/strict';
-import { after, afterEach, before, test } from 'node:test';
+import { test } from 'node:test';
 import {
-  Suite,
   exchange,
   freePort,
   onlineClient,
   topicHex,
   uniqueTopic,
+  useSuite,
   waitLookup,
 } from '../lib/harness.mjs';
 
-const suite = new Suite('restart');
-
-before(() => suite.setup(), { timeout: 60_000 });
-afterEach(() => suite.closePages());
-after(() => suite.close());
+const { suite } = useSuite('restart', { node: false });
 
 async function restartScenario(t, signal) {
   const node = await suite.node({ name: `restart-node-${signal}` });

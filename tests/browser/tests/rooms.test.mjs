@@ -3,20 +3,11 @@
 // connection; a page reloads with the same identity and rejoins.
 
 import assert from 'node:assert/strict';
-import { after, afterEach, before, describe, test } from 'node:test';
-import { Suite, uniqueTopic } from '../lib/harness.mjs';
+import { describe, test } from 'node:test';
+import { uniqueTopic, useSuite } from '../lib/harness.mjs';
 
-const suite = new Suite('rooms');
-let node;
-
-before(async () => {
-  await suite.setup();
-  node = await suite.node();
-}, { timeout: 60_000 });
-
-afterEach(() => suite.closePages());
-
-after(() => suite.close());
+const env = useSuite('rooms');
+const { suite } = env;
 
 /** Creates a client in `page` (optionally with an identity seed) and records everything in `window.R`. */
 async function roomClient(page, identityHex) {
@@ -26,7 +17,7 @@ async function roomClient(page, identityHex) {
     const R = { client, room: null, peerEvents: [], leftEvents: [], conns: 0, pcs: new Set(), msgs: [] };
     client.addEventListener('connection', () => { R.conns += 1; });
     window.R = R;
-  }, { url: node.wsUrl, identityHex });
+  }, { url: env.node.wsUrl, identityHex });
   page.peerId = await page.eval(() => window.R.client.peerId);
 }
 
@@ -63,7 +54,7 @@ describe('rooms', { timeout: 300_000 }, () => {
     const N = 8;
     const pages = [];
     for (let i = 0; i < N; i++) {
-      const p = await suite.page(node);
+      const p = await suite.page(env.node);
       await roomClient(p, i === N - 1 ? '42'.repeat(32) : undefined);
       pages.push(p);
     }

@@ -7,12 +7,16 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { after, afterEach, before, describe, test } from 'node:test';
-import { Suite, TMP, TestPage, WAIT_MS, exchange, uniqueTopic, waitLookup } from '../lib/harness.mjs';
+import { describe, test } from 'node:test';
+import { TMP, exchange, uniqueTopic, useSuite, waitLookup } from '../lib/harness.mjs';
 
-const suite = new Suite('tls');
-let node;
-let origin;
+const env = useSuite('tls', {
+  node: () => {
+    const { cert, key } = makeCertificate();
+    return { args: ['--tls-cert', cert, '--tls-key', key] };
+  },
+});
+const { suite } = env;
 
 /** Writes a self-signed certificate and key for 127.0.0.1 and localhost; returns their paths. */
 function makeCertificate() {
@@ -29,37 +33,13 @@ function makeCertificate() {
 }
 
 /** A page loaded over https:// from the node, in a context that accepts the test certificate. */
-async function httpsPage() {
-  const context = await suite.browser.newContext({ ignoreHTTPSErrors: true });
-  suite.contexts.push(context);
-  const page = await context.newPage();
-  page.setDefaultTimeout(WAIT_MS);
-  const label = `p${suite.contexts.length}`;
-  const lines = [];
-  suite.consoles.set(label, lines);
-  page.on('console', (msg) => lines.push(`[${msg.type()}] ${msg.text()}`));
-  page.on('pageerror', (err) => lines.push(`[pageerror] ${err.message}`));
-  const res = await page.goto(`${origin}/test.html`, { timeout: WAIT_MS });
-  assert.equal(res?.status(), 200, `GET ${origin}/test.html`);
-  const tp = new TestPage(page, label, lines);
-  await tp.ready();
-  return tp;
+function httpsPage() {
+  return suite.page(`https://127.0.0.1:${env.node.port}`, '/test.html', { contextOptions: { ignoreHTTPSErrors: true } });
 }
-
-before(async () => {
-  await suite.setup();
-  const { cert, key } = makeCertificate();
-  node = await suite.node({ args: ['--tls-cert', cert, '--tls-key', key] });
-  origin = `https://127.0.0.1:${node.port}`;
-}, { timeout: 60_000 });
-
-afterEach(() => suite.closePages());
-
-after(() => suite.close());
 
 describe('signal-mesh over wss:// with the node\'s built-in TLS', { timeout: 120_000 }, () => {
   test('two https pages connect over wss://, find each other and open a data channel', { timeout: 60_000 }, suite.wrap(async () => {
-    const wss = `wss://127.0.0.1:${node.port}/signal`;
+    const wss = `wss://127.0.0.1:${env.node.port}/signal`;
     const a = await httpsPage();
     const b = await httpsPage();
     assert.equal(await a.eval(() => location.protocol), 'https:');
@@ -93,7 +73,7 @@ describe('signal-mesh over wss:// with the node\'s built-in TLS', { timeout: 120
       ws.onopen = () => resolve(true);
       ws.onerror = () => resolve(false);
       setTimeout(() => resolve(false), 5000);
-    }), `ws://127.0.0.1:${node.port}/signal`);
+    }), `ws://127.0.0.1:${env.node.port}/signal`);
     assert.equal(opened, false);
   }));
 });

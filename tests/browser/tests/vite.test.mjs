@@ -5,16 +5,16 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { promisify } from 'node:util';
-import { BROWSER_DIR, PKG_DIR, Suite, TMP, checkPrerequisites } from '../lib/harness.mjs';
+import { BROWSER_DIR, PKG_DIR, TMP, checkPrerequisites, useSuite } from '../lib/harness.mjs';
 
 const run = promisify(execFile);
-const suite = new Suite('vite');
 let appDir;
 let dist;
 
-before(async () => {
+/** Installs the package into a fresh app and builds it with Vite into `dist`. */
+async function buildApp() {
   checkPrerequisites();
   appDir = path.join(TMP, `vite-app-${process.pid}`);
   fs.rmSync(appDir, { recursive: true, force: true });
@@ -39,11 +39,9 @@ before(async () => {
   dist = path.join(appDir, 'dist');
   await build({ root: appDir, configFile: false, logLevel: 'warn', build: { outDir: dist, emptyOutDir: true } });
   assert.ok(fs.existsSync(path.join(dist, 'index.html')), 'vite wrote dist/index.html');
+}
 
-  await suite.setup();
-}, { timeout: 180_000 });
-
-after(() => suite.close());
+const { suite } = useSuite('vite', { node: false, prepare: buildApp, closePages: false, timeout: 180_000 });
 
 test('a Vite-built app importing signal-mesh connects two pages', { timeout: 60_000 }, suite.wrap(async (t) => {
   const assets = fs.readdirSync(path.join(dist, 'assets'));

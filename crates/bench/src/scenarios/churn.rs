@@ -11,7 +11,7 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 use signal_mesh_proto::{RequestBody, ResponseBody, ServerMessage};
 
-use super::{Snapshot, block_on, common, connect_many, cpu_rows, identity, topic};
+use super::{Snapshot, block_on, common, connect_many, connect_plain, cpu_rows, identity, topic};
 use crate::client::{Client, expect_ok};
 use crate::error::BenchError;
 use crate::report::{self, Report, fmt_count};
@@ -202,26 +202,8 @@ pub fn run(g: &Global, o: &Opts) -> Result<Report, BenchError> {
             },
         )
         .await;
-        let churn_c = connect_many(
-            &t,
-            o.churners,
-            o.concurrency,
-            timeout,
-            |i| identity(b'H', b'C', i),
-            |i| i,
-            |_, c| async move { Ok(c) },
-        )
-        .await;
-        let look_c = connect_many(
-            &t,
-            o.lookers,
-            o.concurrency,
-            timeout,
-            |i| identity(b'H', b'L', i),
-            |i| i,
-            |_, c| async move { Ok(c) },
-        )
-        .await;
+        let churn_c = connect_plain(&t, o.churners, o.concurrency, timeout, (b'H', b'C'), |i| i).await;
+        let look_c = connect_plain(&t, o.lookers, o.concurrency, timeout, (b'H', b'L'), |i| i).await;
         let mut setup_errors = stable_c.errors.clone();
         setup_errors.extend(churn_c.errors.iter().cloned());
         setup_errors.extend(look_c.errors.iter().cloned());

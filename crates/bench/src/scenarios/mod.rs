@@ -136,6 +136,28 @@ where
     Connected { clients, errors, auth_latency, elapsed: start.elapsed() }
 }
 
+/// [`connect_many`] for clients with nothing to set up: client `i` uses `identity(tag, role, i)`
+/// and connects to `targets.url(url_of(i))`.
+pub async fn connect_plain(
+    targets: &Targets,
+    n: u64,
+    concurrency: usize,
+    timeout: Duration,
+    (tag, role): (u8, u8),
+    url_of: impl Fn(u64) -> u64,
+) -> Connected {
+    connect_many(
+        targets,
+        n,
+        concurrency,
+        timeout,
+        |i| identity(tag, role, i),
+        url_of,
+        |_, c| async move { Ok(c) },
+    )
+    .await
+}
+
 /// CPU and memory of the nodes and of the generator at one instant.
 #[derive(Clone, Copy, Debug)]
 pub struct Snapshot {

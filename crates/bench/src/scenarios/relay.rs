@@ -15,7 +15,7 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 use signal_mesh_proto::{AckMode, ErrorCode, Event, PeerId, RequestBody, ResponseBody, ServerMessage};
 
-use super::{Snapshot, block_on, common, connect_many, cpu_rows, identity, now_ns};
+use super::{Snapshot, block_on, common, connect_plain, cpu_rows, identity, now_ns};
 use crate::client::Client;
 use crate::error::BenchError;
 use crate::report::{self, Report, fmt_count};
@@ -136,6 +136,13 @@ fn signal_payload(size: usize, seq: u64) -> Bytes {
     Bytes::from(p)
 }
 
+/// Queues signal number `*seq` (`payload_bytes` long, stamped with the time and `*seq`) to
+/// `partner`, and advances `*seq`.
+fn queue_signal(c: &mut Client, partner: PeerId, payload_bytes: usize, ack: AckMode, seq: &mut u64) {
+    c.queue_request(RequestBody::Signal { to: partner, payload: signal_payload(payload_bytes, *seq), ack });
+    *seq += 1;
+}
+
 fn read_u64(b: &[u8], at: usize) -> Option<u64> {
     let mut w = [0u8; 8];
     w.copy_from_slice(b.get(at..at + 8)?);
@@ -155,12 +162,7 @@ async fn run_a(
     let mut expected = 0u64;
     let mut outstanding = 0u64;
     for _ in 0..o.in_flight {
-        c.queue_request(RequestBody::Signal {
-            to: partner,
-            payload: signal_payload(o.payload_bytes, seq),
-            ack,
-        });
-        seq += 1;
+        queue_signal(&mut c, partner, o.payload_bytes, ack, &mut seq);
         outstanding += 1;
     }
     stats.borrow_mut().sent += o.in_flight;
@@ -184,12 +186,7 @@ async fn run_a(
                     s.rtt.saturating_record(now.saturating_sub(ts).max(1));
                 }
                 if Instant::now() < stop_sending {
-                    c.queue_request(RequestBody::Signal {
-                        to: partner,
-                        payload: signal_payload(o.payload_bytes, seq),
-                        ack,
-                    });
-                    seq += 1;
+                    queue_signal(&mut c, partner, o.payload_bytes, ack, &mut seq);
                     outstanding += 1;
                     s.sent += 1;
                 }
@@ -331,26 +328,8 @@ fn measure(
     let outcome = block_on(async {
         // B (the echoers) first, so every A's partner exists; B_i is on the node after A_i's.
         let timeout = Duration::from_secs(120);
-        let b = connect_many(
-            &t,
-            pairs,
-            o.concurrency,
-            timeout,
-            |i| identity(b'R', b'B', i),
-            |i| i + 1,
-            |_, c| async move { Ok(c) },
-        )
-        .await;
-        let a = connect_many(
-            &t,
-            pairs,
-            o.concurrency,
-            timeout,
-            |i| identity(b'R', b'A', i),
-            |i| i,
-            |_, c| async move { Ok(c) },
-        )
-        .await;
+        let b = connect_plain(&t, pairs, o.concurrency, timeout, (b'R', b'B'), |i| i + 1).await;
+        let a = connect_plain(&t, pairs, o.concurrency, timeout, (b'R', b'A'), |i| i).await;
         let mut errors = b.errors.clone();
         errors.extend(a.errors.iter().cloned());
         if let Err(e) = await_presence(&t).await {
