@@ -3,6 +3,7 @@
 
     scripts/plot-soak.py crates/bench/results/bench-soak.json docs/soak.png
 
+A third panel shows the live heap when every sample has `heap_kib` (a run under heaptrack).
 Writes an SVG next to the PNG and converts it with `rsvg-convert` (Debian librsvg2-bin) (no Python packages
 needed)."""
 import json
@@ -42,7 +43,12 @@ def main():
     series, warmup = data["series"], data.get("warmup_secs", 0)
     body = panel(series, "rss_kib", 1 / 1024, "node RSS (MiB)", 0, "#c0392b", warmup)
     body += panel(series, "fds", 1, "node open file descriptors", H, "#2471a3", warmup)
-    svg = f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{2 * H}"><rect width="100%" height="100%" fill="white"/>{"".join(body)}</svg>'
+    panels = 2
+    # A run under heaptrack also has the live heap (massif snapshots) per sample.
+    if all("heap_kib" in p for p in series):
+        body += panel(series, "heap_kib", 1 / 1024, "live heap, heaptrack (MiB)", 2 * H, "#1e8449", warmup)
+        panels = 3
+    svg = f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{panels * H}"><rect width="100%" height="100%" fill="white"/>{"".join(body)}</svg>'
     svg_path = png.rsplit(".", 1)[0] + ".svg"
     open(svg_path, "w").write(svg)
     subprocess.run(["rsvg-convert", "-o", png, svg_path], check=True)
