@@ -25,6 +25,14 @@ fn mesh_config() -> Config {
     c
 }
 
+/// [`mesh_config`] with a request rate limit no test client reaches (tests that flood signals).
+fn unthrottled_mesh_config() -> Config {
+    let mut c = mesh_config();
+    c.requests_per_second = 100_000;
+    c.request_burst = 100_000;
+    c
+}
+
 /// The tests run one at a time: each starts several nodes, and together they would starve a
 /// 2-core machine (gossip that waits too long in a send queue is dropped by design).
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -155,13 +163,7 @@ async fn three_nodes_share_presence_events_and_signals() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_signals_in_flight_cross_nodes_once_and_in_order() {
     let _serial = SERIAL.lock().await;
-    let nodes = mesh(2, || {
-        let mut c = mesh_config();
-        c.requests_per_second = 100_000;
-        c.request_burst = 100_000;
-        c
-    })
-    .await;
+    let nodes = mesh(2, unthrottled_mesh_config).await;
     let t = topic("order");
     let mut a = Client::connect(nodes[0].local_addr()).await;
     let mut b = Client::connect(nodes[1].local_addr()).await;
@@ -204,9 +206,7 @@ async fn a_thousand_signals_in_flight_cross_nodes_once_and_in_order() {
 async fn large_signals_flooding_a_tcp_link_both_ways_all_arrive() {
     let _serial = SERIAL.lock().await;
     let nodes = mesh(2, || {
-        let mut c = mesh_config();
-        c.requests_per_second = 100_000;
-        c.request_burst = 100_000;
+        let mut c = unthrottled_mesh_config();
         c.presence_ttl_ms = 30_000;
         c.forward_timeout_ms = 5_000;
         // Room for a whole burst within each sender's share (an eighth): a busy receiver is
@@ -282,9 +282,7 @@ async fn large_signals_flooding_a_tcp_link_both_ways_all_arrive() {
 async fn failure_only_signals_cross_the_mesh_unanswered_and_failures_come_back_with_their_ids() {
     let _serial = SERIAL.lock().await;
     let mut nodes = mesh(2, || {
-        let mut c = mesh_config();
-        c.requests_per_second = 100_000;
-        c.request_burst = 100_000;
+        let mut c = unthrottled_mesh_config();
         c.presence_ttl_ms = 30_000;
         c.heartbeat_ms = 1_000;
         c.forward_timeout_ms = 1_000;

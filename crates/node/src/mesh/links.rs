@@ -42,6 +42,11 @@ const MAX_IN_FLIGHT: usize = 8192;
 const MAX_IN_FLIGHT_BYTES: usize = 128 * 1024;
 /// What a forwarded signal adds to the window besides its payload (two peer ids, framing).
 const FORWARD_OVERHEAD: usize = 80;
+
+/// What `fwd` counts against [`MAX_IN_FLIGHT_BYTES`] while it waits for its result.
+fn window_bytes(fwd: &Forward) -> usize {
+    fwd.payload.len() + FORWARD_OVERHEAD
+}
 /// Most signals written in one batch.
 const WRITE_BATCH: usize = 256;
 /// A link task with nothing to do for this long ends (it is started again on demand).
@@ -262,7 +267,7 @@ async fn run_stream(
             for fwd in batch.drain(..) {
                 let seq = next_seq;
                 next_seq += 1;
-                let bytes = fwd.payload.len() + FORWARD_OVERHEAD;
+                let bytes = window_bytes(&fwd);
                 in_flight_bytes += bytes;
                 LinkFrame::Forward(ForwardFrame { seq, from: fwd.from, to: fwd.to, payload: fwd.payload })
                     .encode_into(&mut out);
@@ -289,11 +294,11 @@ async fn run_stream(
             first = rx.recv(), if rx_open && room => match first {
                 Some(first) => {
                     // Take what else is queued, as far as the window allows.
-                    let mut bytes = in_flight_bytes + first.payload.len() + FORWARD_OVERHEAD;
+                    let mut bytes = in_flight_bytes + window_bytes(&first);
                     batch.push(first);
                     while batch.len() < WRITE_BATCH && bytes < MAX_IN_FLIGHT_BYTES {
                         let Ok(fwd) = rx.try_recv() else { break };
-                        bytes += fwd.payload.len() + FORWARD_OVERHEAD;
+                        bytes += window_bytes(&fwd);
                         batch.push(fwd);
                     }
                 }
@@ -322,16 +327,19 @@ async fn run_stream(
                 None => break,
             },
             () = sleep_until(next_deadline) => {
+                // Deadlines grow with the sequence number: the late ones are a prefix.
                 let now = Instant::now();
-                let late: Vec<u64> = pending.iter().take_while(|(_, s)| s.deadline <= now).map(|(seq, _)| *seq).collect();
-                if !late.is_empty() {
-                    warn!(%node, signals = late.len(), "signals not confirmed in time: PEER_UNREACHABLE");
+                let mut late = 0usize;
+                while let Some(entry) = pending.first_entry()
+                    && entry.get().deadline <= now
+                {
+                    let sent = entry.remove();
+                    in_flight_bytes -= sent.bytes;
+                    settle(sent, Some(ErrorCode::PeerUnreachable));
+                    late += 1;
                 }
-                for seq in late {
-                    if let Some(sent) = pending.remove(&seq) {
-                        in_flight_bytes -= sent.bytes;
-                        settle(sent, Some(ErrorCode::PeerUnreachable));
-                    }
+                if late > 0 {
+                    warn!(%node, signals = late, "signals not confirmed in time: PEER_UNREACHABLE");
                 }
             }
         }
